@@ -1,0 +1,57 @@
+"""shunter: reliable, asyncio-native background jobs on Redis or Valkey.
+
+Public surface::
+
+    from shunter import Queue, Worker, Job, Backoff, UnrecoverableError, RetryAfter
+"""
+
+from .errors import (
+    DecodeError,
+    InvalidInput,
+    JobNotFound,
+    JobNotInState,
+    LeaseLost,
+    PayloadTooLarge,
+    RetryAfter,
+    ShunterError,
+    UnrecoverableError,
+    UnregisteredTask,
+    UnsupportedServer,
+)
+from .events import Event, QueueEvents
+from .job import Job, JobError, JobFailed
+from .options import Backoff, Retention
+from .outcome import Decision, JobTimeout, Task
+from .queue import Queue
+from .states import State
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backoff",
+    "Decision",
+    "DecodeError",
+    "Event",
+    "InvalidInput",
+    "Job",
+    "JobError",
+    "JobFailed",
+    "JobNotFound",
+    "JobNotInState",
+    "JobTimeout",
+    "LeaseLost",
+    "PayloadTooLarge",
+    "Queue",
+    "QueueEvents",
+    "Retention",
+    "RetryAfter",
+    "ShunterError",
+    "State",
+    "Task",
+    "UnrecoverableError",
+    "UnregisteredTask",
+    "UnsupportedServer",
+    "Worker",
+    "__version__",
+]

@@ -1,0 +1,61 @@
+"""Creating Redis clients from a URL, the environment, or a client the user passes in.
+
+Responses stay as bytes (``decode_responses=False``): a corrupted or pickled job hash must
+reach our decoder and fail that one job, not blow up the whole claim reply in the client.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.connection as aconn
+import redis.connection as sconn
+
+__all__ = ["DEFAULT_URL", "RedisLike", "async_client", "resolve_url", "sync_client", "sync_twin"]
+
+#: Used when neither an argument nor ``SHUNTER_REDIS_URL`` names a server.
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+RedisLike = str | redis.asyncio.Redis | None
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else ``$SHUNTER_REDIS_URL``, else :data:`DEFAULT_URL`."""
+    return url or os.environ.get("SHUNTER_REDIS_URL") or DEFAULT_URL
+
+
+def async_client(redis_: RedisLike) -> tuple[redis.asyncio.Redis, bool]:
+    """Return ``(client, owned)``; an owned client is closed by whoever created it."""
+    if isinstance(redis_, redis.asyncio.Redis):
+        return redis_, False
+    if redis_ is not None and not isinstance(redis_, str):
+        raise TypeError(f"redis must be a URL or a redis.asyncio.Redis, got {type(redis_).__name__}")
+    return redis.asyncio.Redis.from_url(resolve_url(redis_), decode_responses=False), True
+
+
+def sync_client(url: str | None = None) -> redis.Redis:
+    """A blocking client for ``url`` (same resolution as :func:`resolve_url`)."""
+    return redis.Redis.from_url(resolve_url(url), decode_responses=False)
+
+
+_SYNC_CLASS: dict[type[Any], type[Any]] = {
+    aconn.Connection: sconn.Connection,
+    aconn.SSLConnection: sconn.SSLConnection,
+    aconn.UnixDomainSocketConnection: sconn.UnixDomainSocketConnection,
+}
+
+
+def sync_twin(client: redis.asyncio.Redis) -> redis.Redis:
+    """A blocking client to the same server as an asyncio client (for threads off the loop)."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["decode_responses"] = False
+    cls = _SYNC_CLASS.get(pool.connection_class, sconn.Connection)
+    allowed = cls.__init__.__code__.co_varnames
+    kwargs = {k: v for k, v in kwargs.items() if k in allowed or k in (
+        "host", "port", "db", "username", "password", "path", "socket_timeout",
+        "socket_connect_timeout")}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **kwargs))

@@ -1,0 +1,114 @@
+"""Exceptions raised by shunter and the error codes its Lua scripts return."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "DecodeError",
+    "ErrorCode",
+    "InvalidInput",
+    "JobNotFound",
+    "JobNotInState",
+    "LeaseLost",
+    "PayloadTooLarge",
+    "RetryAfter",
+    "ShunterError",
+    "UnrecoverableError",
+    "UnregisteredTask",
+    "UnsupportedServer",
+]
+
+
+class ErrorCode(IntEnum):
+    """Codes returned by the Lua scripts (as negative integers) when a transition is refused."""
+
+    #: The job hash does not exist.
+    JOB_NOT_FOUND = -1
+    #: The job is not in a state this transition may start from.
+    NOT_IN_STATE = -2
+    #: The fencing token does not match: another attempt owns the job now.
+    TOKEN_MISMATCH = -3
+    #: The queue has active jobs and the operation needs it idle.
+    QUEUE_BUSY = -4
+
+
+class ShunterError(Exception):
+    """Base class of every error shunter raises."""
+
+
+class InvalidInput(ShunterError, ValueError):
+    """An argument was rejected before anything was written (bad id, name, option, payload)."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """The encoded payload, result or progress is larger than the configured cap."""
+
+
+class DecodeError(ShunterError):
+    """A job stored in Redis could not be decoded (corrupted, pickled, or foreign data)."""
+
+
+class UnsupportedServer(ShunterError):
+    """The Redis/Valkey server is too old or misconfigured for shunter."""
+
+
+class JobNotFound(ShunterError, KeyError):
+    """No job with this id exists in the queue (never added, or removed by retention)."""
+
+    def __init__(self, queue: str, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found in queue {queue!r}")
+        self.queue = queue
+        self.job_id = job_id
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class JobNotInState(ShunterError):
+    """The job is not in a state the requested transition may start from."""
+
+    def __init__(self, job_id: str, transition: str, state: str | None = None) -> None:
+        where = f" (it is {state})" if state else ""
+        super().__init__(f"cannot {transition} job {job_id!r}{where}")
+        self.job_id = job_id
+        self.transition = transition
+        self.state = state
+
+
+class LeaseLost(ShunterError):
+    """This worker no longer holds the job: its lease expired and the job moved on.
+
+    The write was rejected by the fencing token; nothing was changed.
+    """
+
+    def __init__(self, job_id: str, transition: str) -> None:
+        super().__init__(f"lease lost: {transition} of job {job_id!r} rejected by its fencing token")
+        self.job_id = job_id
+        self.transition = transition
+
+
+class UnregisteredTask(ShunterError):
+    """A job names a task that the worker has no handler for (never imported by name)."""
+
+
+class UnrecoverableError(ShunterError):
+    """Raise from a handler to fail the job at once, without further attempts."""
+
+
+class RetryAfter(ShunterError):
+    """Raise from a handler to run the job again after ``seconds``, without using an attempt.
+
+    Use it when the remote side asked you to come back later (HTTP 429 ``Retry-After``).
+    Deferrals are counted separately from attempts and capped by the worker's
+    ``max_deferrals``; past the cap a ``RetryAfter`` counts as an ordinary failed attempt,
+    so a job can never defer itself forever.
+    """
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not (
+            0 <= seconds <= 366 * 86400
+        ):
+            raise InvalidInput(f"RetryAfter seconds must be between 0 and 366 days, got {seconds!r}")
+        super().__init__(message or f"retry after {seconds:g}s")
+        self.seconds = float(seconds)

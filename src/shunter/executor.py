@@ -1,0 +1,169 @@
+"""Running one claimed job as a pipeline of small steps, on the worker's event loop:
+
+    load (decode the hash) -> resolve (find the handler) -> invoke (run it, honouring the
+    timeout and interrupts) -> decide (:func:`shunter.outcome.decide`) -> commit (one fenced
+    storage call).
+
+An attempt can be interrupted by the worker: a user's cancel request, a lost lease, or
+shutdown. Each interrupt has its own ending: cancelled jobs are aborted, lost jobs are
+never committed, and jobs interrupted by shutdown are released without using an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .errors import DecodeError, LeaseLost, UnregisteredTask
+from .job import Job
+from .outcome import JobTimeout, Outcome, Task, decide, error_json
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = ["Interrupt", "Running", "execute"]
+
+log = logging.getLogger("shunter.worker")
+
+
+class Interrupt(Enum):
+    CANCEL = "cancelled by user"
+    LEASE_LOST = "lease lost"
+    SHUTDOWN = "worker shutting down"
+
+
+@dataclass(slots=True)
+class Running:
+    """One attempt in flight: the job and the future that carries an interrupt."""
+
+    job: Job
+    interrupt: asyncio.Future[Interrupt]
+    handler: asyncio.Future[Any] | None = None
+    abandoned: bool = field(default=False)
+
+    def signal(self, reason: Interrupt) -> None:
+        if not self.interrupt.done():
+            self.interrupt.set_result(reason)
+
+
+class HandlerExit(Exception):
+    """A handler raised SystemExit or KeyboardInterrupt; the worker treats it as an error."""
+
+
+async def _guard(fn: Any, job: Job) -> Any:
+    try:
+        return await fn(job)
+    except (SystemExit, KeyboardInterrupt) as exc:  # would otherwise stop the event loop
+        raise HandlerExit(f"handler raised {type(exc).__name__}({exc})") from None
+
+
+def _call_sync(fn: Any, job: Job) -> Any:
+    result = fn(job)
+    if asyncio.iscoroutine(result):
+        result.close()
+        raise TypeError("handler returned a coroutine: declare it with 'async def'")
+    return result
+
+
+async def execute(worker: Worker, run: Running) -> None:
+    """Run one claimed attempt to its committed end (or to a lease loss)."""
+    job = run.job
+    if job.decode_error is not None:
+        return await _commit(worker, run, Outcome("fail", error=error_json(DecodeError(
+            f"job cannot be decoded and was not run: {job.decode_error}"))))
+    task = worker.tasks.get(job.task)
+    if task is None:
+        return await _commit(worker, run, Outcome("fail", error=error_json(UnregisteredTask(
+            f"no handler registered for task {job.task!r} on this worker"))))
+    exc, result, reason = await _invoke(worker, run, task)
+    if reason is Interrupt.LEASE_LOST:
+        log.warning("job %s lost its lease during attempt %s; not committing", job.id, job.attempt)
+        return None
+    if reason is Interrupt.CANCEL:
+        return await _finish(worker, run, "abort")
+    if reason is Interrupt.SHUTDOWN and (exc is not None or run.abandoned):
+        return await _finish(worker, run, "release")
+    outcome = decide(job, task, exc, result, classifiers=(task.classify, worker.classify),
+                     default_backoff=worker.default_backoff, max_deferrals=worker.max_deferrals,
+                     max_result_bytes=worker.storage.max_payload_bytes)
+    return await _commit(worker, run, outcome)
+
+
+Ended = tuple[BaseException | None, Any, Interrupt | None]  #: (error, result, interrupt)
+
+
+async def _invoke(worker: Worker, run: Running, task: Task) -> Ended:
+    """Run the handler until it returns, times out or is interrupted."""
+    job = run.job
+    loop = asyncio.get_running_loop()
+    if task.is_async:
+        handler: asyncio.Future[Any] = loop.create_task(_guard(task.fn, job))
+    else:
+        ctx = contextvars.copy_context()
+        handler = asyncio.wrap_future(worker.pool.submit(ctx.run, _call_sync, task.fn, job))
+    run.handler = handler
+    timeout = job.timeout or task.timeout or worker.job_timeout
+    done, _ = await asyncio.wait({handler, run.interrupt}, timeout=timeout,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    if handler in done:
+        # It ended by itself: its outcome stands, unless the lease is gone (then the commit
+        # would be refused anyway, and we say why in the log instead).
+        lost = run.interrupt.done() and run.interrupt.result() is Interrupt.LEASE_LOST
+        err = handler.exception()
+        return err, (None if err else handler.result()), (Interrupt.LEASE_LOST if lost else None)
+    reason = run.interrupt.result() if run.interrupt.done() else None
+    # Stop the handler: async ones get CancelledError, sync ones see job.cancelled.
+    assert job._cancel_flag is not None
+    job._cancel_flag.set()
+    if task.is_async:
+        handler.cancel()
+    await asyncio.wait({handler}, timeout=worker.cancel_grace)
+    if not handler.done():
+        run.abandoned = True
+        log.warning("job %s: handler did not stop within %.1fs of %s; abandoning it", job.id,
+                    worker.cancel_grace, reason.value if reason else "its timeout")
+        handler.add_done_callback(_swallow)
+    elif not handler.cancelled() and handler.exception() is None and reason is Interrupt.SHUTDOWN:
+        return None, handler.result(), reason  # it finished during the grace period: keep it
+    if reason is None:
+        return JobTimeout(f"attempt {job.attempt} exceeded its timeout of {timeout:g}s"), None, None
+    return asyncio.CancelledError(reason.value), None, reason
+
+
+def _swallow(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+async def _commit(worker: Worker, run: Running, outcome: Outcome) -> None:
+    job, storage = run.job, worker.storage
+    token = job.token or 0
+    try:
+        if outcome.kind == "complete":
+            await storage.complete(job.id, token, outcome.result)
+            worker.counters["completed"] += 1
+        elif outcome.kind == "retry":
+            await storage.retry(job.id, token, outcome.delay_ms, outcome.error, outcome.count_attempt)
+            worker.counters["retried"] += 1
+        else:
+            await storage.fail(job.id, token, outcome.error)
+            worker.counters["failed"] += 1
+    except LeaseLost:
+        worker.counters["lease_lost"] += 1
+        log.warning("job %s: %s rejected, another attempt owns the job now", job.id, outcome.kind)
+
+
+async def _finish(worker: Worker, run: Running, verb: str) -> None:
+    try:
+        if verb == "abort":
+            await worker.storage.abort(run.job.id, run.job.token or 0)
+            worker.counters["cancelled"] += 1
+        else:
+            await worker.storage.release(run.job.id, run.job.token or 0)
+            worker.counters["released"] += 1
+    except LeaseLost:
+        worker.counters["lease_lost"] += 1

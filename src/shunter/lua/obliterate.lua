@@ -1,0 +1,22 @@
+--[[ obliterate: delete a queue and all its jobs, N jobs per call; call until it returns 0.
+Refuses while jobs are active unless forced (their workers would lose them silently).
+KEYS[1] active  KEYS[2] waiting  KEYS[3] scheduled  KEYS[4] completed  KEYS[5] failed
+KEYS[6] cancelled  KEYS[7] meta  KEYS[8] events  KEYS[9] marker  KEYS[10] rescue lock
+ARGV[1] key prefix   ARGV[2] max jobs per call   ARGV[3] "1" to force
+Returns the number of jobs deleted by this call (0 when the queue is gone), or QUEUE_BUSY.
+]]
+local prefix, limit, force = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if force ~= '1' and redis.call('ZCARD', KEYS[1]) > 0 then return ERR_BUSY end
+local removed = 0
+for i = 1, 6 do
+  if removed < limit then
+    local ids = redis.call('ZRANGE', KEYS[i], 0, limit - removed - 1)
+    for _, id in ipairs(ids) do delete_job(prefix, id) end
+    if #ids > 0 then redis.call('ZREM', KEYS[i], unpack(ids)) end
+    removed = removed + #ids
+  end
+end
+if removed == 0 then
+  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+end
+return removed

@@ -1,0 +1,14 @@
+--[[ release: active -> waiting without consuming an attempt (graceful shutdown); fenced.
+KEYS[1] active   KEYS[2] waiting   KEYS[3] meta   KEYS[4] events   KEYS[5] marker
+ARGV[1] key prefix   ARGV[2] job id   ARGV[3] fencing token   ARGV[4] max length of the event stream
+Returns 1, or a negative ErrorCode.
+]]
+local active, waiting, meta, events, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, id, token, maxev = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local jobkey = prefix .. 'job:' .. id
+local code = check_lease(jobkey, token)
+if code ~= 0 then return code end
+redis.call('ZREM', active, id)
+make_waiting(jobkey, id, waiting, meta, marker)
+emit(events, maxev, 'release', id, 'waiting')
+return 1

@@ -1,0 +1,111 @@
+"""Validating and encoding ``add`` requests into :class:`~shunter.storage.JobSpec`.
+
+Shared by the asyncio :class:`~shunter.queue.Queue` and the blocking
+:class:`shunter.sync.Queue`, so both reject the same bad input with the same errors,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from . import codec
+from .errors import InvalidInput
+from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
+from .storage import JobSpec
+
+__all__ = ["ADD_OPTIONS", "DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "build_spec", "spec_from_mapping"]
+
+#: Attempts when ``add`` is not told otherwise.
+DEFAULT_ATTEMPTS = 3
+#: Backoff when neither the job nor the worker's task says otherwise.
+DEFAULT_BACKOFF = Backoff.exponential(5, jitter=0.5)
+
+MAX_ATTEMPTS = 1000
+MAX_PRIORITY = 1000
+MAX_DELAY = 366 * 86400.0
+MAX_TIMEOUT = 7 * 86400.0
+
+ADD_OPTIONS = frozenset({
+    "job_id", "delay", "run_at", "priority", "attempts", "backoff", "timeout",
+    "keep_completed", "keep_failed",
+})
+
+
+def _int_in(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInput(f"{what} must be an int from {low} to {high}, got {value!r}")
+    return value
+
+
+def _when(delay: float | None, run_at: datetime | None) -> tuple[int, int | None]:
+    if delay is not None and run_at is not None:
+        raise InvalidInput("give delay or run_at, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay):
+            raise InvalidInput(f"delay must be a number of seconds, got {delay!r}")
+        if not 0 <= delay <= MAX_DELAY:
+            raise InvalidInput(f"delay must be between 0 and 366 days, got {delay!r}")
+        return int(delay * 1000), None
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise InvalidInput(f"run_at must be a datetime, got {type(run_at).__name__}")
+        if run_at.tzinfo is None:
+            raise InvalidInput("run_at must be timezone-aware (e.g. datetime.now(UTC) + ...)")
+        ms = int(run_at.timestamp() * 1000)
+        if ms > (datetime.now(run_at.tzinfo).timestamp() + MAX_DELAY) * 1000:
+            raise InvalidInput(f"run_at is more than 366 days ahead: {run_at.isoformat()}")
+        return 0, ms
+    return 0, None
+
+
+def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
+               delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
+               attempts: int = DEFAULT_ATTEMPTS, backoff: Backoff | None = None,
+               timeout: float | None = None,
+               keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
+               keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
+               max_payload_bytes: int) -> JobSpec:
+    """Check every option and encode the job; raises :class:`InvalidInput` on bad input."""
+    codec.validate_task_name(task)
+    job_id = uuid.uuid4().hex if job_id is None else codec.validate_job_id(job_id)
+    delay_ms, run_at_ms = _when(delay, run_at)
+    fields: list[Any] = [
+        "task", task,
+        "data", codec.dumps(data, "payload", max_payload_bytes),
+        "priority", _int_in(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY),
+        "max_attempts", _int_in(attempts, "attempts", 1, MAX_ATTEMPTS),
+        "keep_completed", Retention.coerce(keep_completed, "keep_completed").encode(),
+        "keep_failed", Retention.coerce(keep_failed, "keep_failed").encode(),
+    ]
+    if backoff is not None:
+        if not isinstance(backoff, Backoff):
+            raise InvalidInput(
+                "backoff must be a Backoff (fixed, exponential or schedule); a callable backoff "
+                "belongs to the worker's Task, since code cannot travel with the job")
+        fields += ("backoff", codec.dumps(backoff.to_json()))
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (
+            math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT
+        ):
+            raise InvalidInput(f"timeout must be seconds in (0, 7 days], got {timeout!r}")
+        fields += ("timeout_ms", max(int(timeout * 1000), 1))
+    return JobSpec(job_id, delay_ms, run_at_ms, fields)
+
+
+def spec_from_mapping(entry: Mapping[str, Any], max_payload_bytes: int) -> JobSpec:
+    """One ``add_bulk`` entry: ``{"task": ..., "data": ..., <any add() option>}``."""
+    if not isinstance(entry, Mapping):
+        raise InvalidInput(f"add_bulk entries must be dicts, got {type(entry).__name__}")
+    unknown = set(entry) - ADD_OPTIONS - {"task", "data"}
+    if unknown:
+        raise InvalidInput(f"unknown add_bulk option(s): {', '.join(sorted(unknown))}")
+    if "task" not in entry:
+        raise InvalidInput("add_bulk entry has no 'task'")
+    options = {k: v for k, v in entry.items() if k not in ("task", "data")}
+    return build_spec(entry["task"], entry.get("data"), max_payload_bytes=max_payload_bytes,
+                      **options)

@@ -1,0 +1,144 @@
+"""The asyncio Queue: the producer and admin API of one queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from . import codec
+from .connection import RedisLike, async_client
+from .errors import InvalidInput
+from .job import Job
+from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
+from .producer import DEFAULT_ATTEMPTS, build_spec, spec_from_mapping
+from .states import State
+from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, Counts, Storage
+
+__all__ = ["Queue"]
+
+MAX_BULK = 10_000
+
+
+class Queue:
+    """A named queue on a Redis or Valkey server.
+
+    ``redis`` is a URL, a ``redis.asyncio.Redis`` client (used as is, not closed by us), or
+    None for ``$SHUNTER_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``). Payloads,
+    results and progress values are capped at ``max_payload_bytes`` of JSON; the event
+    stream is capped near ``max_events`` entries.
+    """
+
+    def __init__(self, name: str, redis: RedisLike = None, *,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+                 max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        self.name = codec.validate_queue_name(name)
+        self._client, self._owned = async_client(redis)
+        self.storage = Storage(self._client, name, max_events=max_events,
+                               max_payload_bytes=max_payload_bytes)
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool if this queue created it."""
+        if self._owned:
+            await self._client.aclose()
+
+    def _job(self, job_id: str, created: bool, state: State) -> Job:
+        job = Job(self.storage, job_id)
+        job.existing = not created
+        job.state = state
+        return job
+
+    async def add(self, task: str, data: Any = None, *, job_id: str | None = None,
+                  delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
+                  attempts: int = DEFAULT_ATTEMPTS, backoff: Backoff | None = None,
+                  timeout: float | None = None,
+                  keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
+                  keep_failed: Retention | int = DEFAULT_KEEP_FAILED) -> Job:
+        """Enqueue one job (one round trip) and return it.
+
+        - ``task``: the handler name the worker registered; ``data``: any JSON value.
+        - ``job_id``: your own id; if a job with this id exists in any state, that job is
+          returned with ``job.existing = True`` and nothing is written.
+        - ``delay`` (seconds) or ``run_at`` (aware datetime): run no earlier than that.
+        - ``priority``: -1000..1000, higher runs first; FIFO within a priority.
+        - ``attempts``: runs allowed before the job fails (1..1000).
+        - ``backoff``: delay between attempts (default: the task's, else exponential from 5 s
+          with ±50 % jitter).
+        - ``timeout``: seconds one attempt may run (default: the task's, else the worker's).
+        - ``keep_completed`` / ``keep_failed``: retention (:class:`Retention` or a count).
+
+        Raises :class:`~shunter.errors.InvalidInput` (and nothing is written) on bad input.
+        """
+        spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
+                          attempts=attempts, backoff=backoff, timeout=timeout,
+                          keep_completed=keep_completed, keep_failed=keep_failed,
+                          max_payload_bytes=self.storage.max_payload_bytes)
+        created, state = await self.storage.enqueue(spec)
+        job = self._job(spec.job_id, created, state)
+        if created:
+            job.task = task
+            job.data = data
+        return job
+
+    async def add_bulk(self, entries: Iterable[Mapping[str, Any]]) -> list[Job]:
+        """Enqueue many jobs in one pipelined round trip. Each entry is a dict with ``task``,
+        ``data`` and any option of :meth:`add`. Every entry is validated before anything is
+        sent, so one bad entry rejects the whole batch and writes nothing."""
+        specs = [spec_from_mapping(e, self.storage.max_payload_bytes) for e in entries]
+        if len(specs) > MAX_BULK:
+            raise InvalidInput(f"add_bulk takes at most {MAX_BULK} jobs per call, got {len(specs)}")
+        if not specs:
+            return []
+        replies = await self.storage.enqueue_many(specs)
+        return [self._job(s.job_id, created, state)
+                for s, (created, state) in zip(specs, replies, strict=True)]
+
+    async def get_job(self, job_id: str) -> Job:
+        """The job with this id; raises :class:`~shunter.errors.JobNotFound`."""
+        codec.validate_job_id(job_id)
+        return await Job(self.storage, job_id).refresh()
+
+    async def counts(self) -> Counts:
+        """Jobs per state, plus ``paused`` (1 or 0)."""
+        return await self.storage.counts()
+
+    async def job_ids(self, state: State | str, start: int = 0, end: int = -1) -> list[str]:
+        """Ids of jobs in ``state`` (waiting/active/scheduled oldest first, finished newest first)."""
+        return await self.storage.job_ids(State(state), start, end)
+
+    async def pause(self) -> None:
+        """Stop workers from claiming new jobs (active jobs finish)."""
+        await self.storage.pause()
+
+    async def resume(self) -> None:
+        """Let workers claim again."""
+        await self.storage.resume()
+
+    async def drain(self) -> int:
+        """Delete every waiting and scheduled job; returns how many. Active and finished
+        jobs are left alone."""
+        return await self.storage.drain()
+
+    async def obliterate(self, *, force: bool = False) -> int:
+        """Delete the queue and every job in it. Refuses while jobs are active unless
+        ``force=True``. Returns the number of jobs deleted."""
+        return await self.storage.obliterate(force=force)
+
+    async def cancel(self, job_id: str, *, by: str = "", reason: str = "") -> bool:
+        """Cancel a job. A waiting or scheduled job is cancelled at once (returns True); an
+        active job's worker is told within one lease-renewal interval and stops the handler
+        (returns False: the job becomes ``cancelled`` when the worker confirms, or when its
+        lease expires). Finished jobs raise :class:`~shunter.errors.JobNotInState`."""
+        codec.validate_job_id(job_id)
+        return await self.storage.cancel(job_id, str(by)[:200], str(reason)[:1000])
+
+    async def replay(self, job_id: str) -> None:
+        """Run a failed or cancelled job again from attempt 1 (dead-letter replay)."""
+        codec.validate_job_id(job_id)
+        await self.storage.replay(job_id)

@@ -1,0 +1,321 @@
+"""The storage layer: the only module that talks to Redis about queue state.
+
+One method per Lua script, with the script's name, typed arguments and typed results;
+a negative reply is turned into the matching exception of :mod:`shunter.errors`. The
+argument lists are built by the ``_*_call`` helpers so the blocking twin in
+:mod:`shunter.sync_storage` sends exactly the same commands.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio
+from redis.exceptions import NoScriptError, ResponseError
+
+from .errors import ErrorCode, JobNotFound, JobNotInState, LeaseLost, ShunterError
+from .keys import QueueKeys
+from .scripts import SCRIPTS, Arg
+from .states import State
+
+__all__ = ["ClaimResult", "Counts", "JobSpec", "Storage"]
+
+#: Default cap of each queue's event stream (approximate, MAXLEN ~).
+DEFAULT_MAX_EVENTS = 10_000
+#: Default cap of an encoded payload, result or progress value (bytes).
+DEFAULT_MAX_PAYLOAD = 512 * 1024
+
+Call = tuple[list[str], list[Arg]]
+
+
+@dataclass(slots=True)
+class JobSpec:
+    """A validated, encoded request to create one job (built by :mod:`shunter.producer`)."""
+
+    job_id: str
+    delay_ms: int
+    run_at_ms: int | None
+    fields: list[Arg]  #: field/value pairs of the job hash
+
+
+@dataclass(slots=True)
+class ClaimResult:
+    jobs: list[dict[bytes, bytes]]  #: HGETALL of each claimed job (state active, new token)
+    next_due_ms: int  #: ms until the earliest scheduled job, -1 if none
+    pending: int  #: waiting + scheduled after the claim
+    paused: bool
+
+
+Counts = dict[str, int]
+
+
+def raise_for(code: int, keys: QueueKeys, job_id: str, transition: str) -> None:
+    """Turn a negative script reply into the matching exception."""
+    if code == ErrorCode.JOB_NOT_FOUND:
+        raise JobNotFound(keys.name, job_id)
+    if code == ErrorCode.NOT_IN_STATE:
+        raise JobNotInState(job_id, transition)
+    if code == ErrorCode.TOKEN_MISMATCH:
+        raise LeaseLost(job_id, transition)
+    if code == ErrorCode.QUEUE_BUSY:
+        raise ShunterError(f"queue {keys.name!r} has active jobs; pass force=True to {transition} anyway")
+    raise ShunterError(f"{transition} of {job_id!r} failed with code {code}")
+
+
+def pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def enqueue_call(k: QueueKeys, spec: JobSpec, maxev: int) -> Call:
+    run_at = "" if spec.run_at_ms is None else spec.run_at_ms
+    return ([k.waiting, k.scheduled, k.meta, k.events, k.marker],
+            [k.prefix, spec.job_id, spec.delay_ms, run_at, maxev, *spec.fields])
+
+
+def enqueue_result(reply: list[Any]) -> tuple[bool, State]:
+    return reply[0] == 1, State(reply[1].decode())
+
+
+def renew_call(k: QueueKeys, lease_ms: int, held: Sequence[tuple[str, int]]) -> Call:
+    args: list[Arg] = [k.prefix, lease_ms]
+    for job_id, token in held:
+        args += (job_id, token)
+    return [k.active], args
+
+
+def cancel_call(k: QueueKeys, job_id: str, by: str, reason: str, maxev: int) -> Call:
+    return [k.waiting, k.scheduled, k.cancelled, k.events], [k.prefix, job_id, by, reason, maxev]
+
+
+COUNTED = (State.WAITING, State.SCHEDULED, State.ACTIVE, State.COMPLETED, State.FAILED,
+           State.CANCELLED)
+
+
+def index_key(k: QueueKeys, state: State) -> str:
+    return str(getattr(k, state.value))
+
+
+class Storage:
+    """Typed access to one queue's keys over an asyncio client."""
+
+    __slots__ = ("_raw", "client", "keys", "max_events", "max_payload_bytes")
+
+    def __init__(self, client: redis.asyncio.Redis, queue: str, *,
+                 max_events: int = DEFAULT_MAX_EVENTS,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.client = client
+        # redis-py's stubs type replies as str | bytes; with decode_responses=False they
+        # are always bytes, so plain reads go through an untyped handle.
+        self._raw: Any = client
+        self.keys = QueueKeys(queue)
+        self.max_events = max_events
+        self.max_payload_bytes = max_payload_bytes
+
+    async def _run(self, name: str, keys: list[str], args: list[Arg]) -> Any:
+        return await SCRIPTS[name].run(self.client, keys, args)
+
+    async def _fenced(self, name: str, job_id: str, keys: list[str], args: list[Arg]) -> int:
+        reply = int(await self._run(name, keys, args))
+        if reply < 0:
+            raise_for(reply, self.keys, job_id, name)
+        return reply
+
+    # -- producer ------------------------------------------------------------------------
+    async def enqueue(self, spec: JobSpec) -> tuple[bool, State]:
+        """Create a job; ``(created, state)``. An existing id gives ``(False, its state)``."""
+        return enqueue_result(await self._run("enqueue", *enqueue_call(self.keys, spec, self.max_events)))
+
+    async def enqueue_many(self, specs: Sequence[JobSpec]) -> list[tuple[bool, State]]:
+        """Pipeline many enqueues in one round trip. Re-sending after NOSCRIPT is safe
+        because enqueue is idempotent per job id."""
+        script = SCRIPTS["enqueue"]
+        for _ in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for spec in specs:
+                    keys, args = enqueue_call(self.keys, spec, self.max_events)
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                break
+            await self.client.script_load(script.source)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return [enqueue_result(r) for r in replies]
+
+    # -- transitions -----------------------------------------------------------------
+    async def promote(self, limit: int = 1000) -> int:
+        k = self.keys
+        return int(await self._run("promote", [k.scheduled, k.waiting, k.meta, k.events, k.marker],
+                                   [k.prefix, limit, self.max_events]))
+
+    async def claim(self, count: int, lease_ms: int, worker_id: str,
+                    promote_limit: int = 1000) -> ClaimResult:
+        k = self.keys
+        jobs, next_due, pending, paused = await self._run(
+            "claim", [k.waiting, k.scheduled, k.active, k.meta, k.events, k.marker, k.failed],
+            [k.prefix, count, lease_ms, worker_id, self.max_events, promote_limit])
+        return ClaimResult([pairs(j) for j in jobs], int(next_due), int(pending), bool(paused))
+
+    async def renew(self, lease_ms: int, held: Sequence[tuple[str, int]]) -> list[int]:
+        """Extend leases; one code per job (1 ok, 2 ok + cancel requested, < 0 lost)."""
+        if not held:
+            return []
+        return [int(c) for c in await self._run("renew", *renew_call(self.keys, lease_ms, held))]
+
+    async def progress(self, job_id: str, token: int, progress: bytes) -> None:
+        await self._fenced("progress", job_id, [self.keys.events],
+                           [self.keys.prefix, job_id, token, progress, self.max_events])
+
+    async def log(self, job_id: str, token: int, line: str, max_lines: int) -> int:
+        return await self._fenced("log", job_id, [self.keys.logs(job_id)],
+                                  [self.keys.prefix, job_id, token, line, max_lines])
+
+    async def complete(self, job_id: str, token: int, result: bytes) -> None:
+        k = self.keys
+        await self._fenced("complete", job_id, [k.active, k.completed, k.events],
+                           [k.prefix, job_id, token, result, self.max_events])
+
+    async def retry(self, job_id: str, token: int, delay_ms: int, error: bytes,
+                    count_attempt: bool = True) -> None:
+        k = self.keys
+        await self._fenced("retry", job_id,
+                           [k.active, k.scheduled, k.waiting, k.meta, k.events, k.marker],
+                           [k.prefix, job_id, token, delay_ms, error, int(count_attempt),
+                            self.max_events])
+
+    async def fail(self, job_id: str, token: int, error: bytes, count_attempt: bool = True) -> None:
+        k = self.keys
+        await self._fenced("fail", job_id, [k.active, k.failed, k.events],
+                           [k.prefix, job_id, token, error, int(count_attempt), self.max_events])
+
+    async def cancel(self, job_id: str, by: str, reason: str) -> bool:
+        """True if cancelled now; False if the job is active and its worker was asked."""
+        return await self._fenced("cancel", job_id,
+                                  *cancel_call(self.keys, job_id, by, reason, self.max_events)) == 1
+
+    async def abort(self, job_id: str, token: int) -> None:
+        k = self.keys
+        await self._fenced("abort", job_id, [k.active, k.cancelled, k.events],
+                           [k.prefix, job_id, token, self.max_events])
+
+    async def release(self, job_id: str, token: int) -> None:
+        k = self.keys
+        await self._fenced("release", job_id, [k.active, k.waiting, k.meta, k.events, k.marker],
+                           [k.prefix, job_id, token, self.max_events])
+
+    async def rescue(self, max_stalls: int, lock_ms: int = 0, limit: int = 1000) -> int:
+        """Recover expired leases; returns how many were looked at (0 if another worker
+        holds the rescue lock)."""
+        k = self.keys
+        count, _ran = await self._run(
+            "rescue", [k.active, k.waiting, k.failed, k.cancelled, k.meta, k.events, k.marker,
+                       k.rescue_lock], [k.prefix, max_stalls, lock_ms, limit, self.max_events])
+        return int(count)
+
+    async def replay(self, job_id: str) -> None:
+        k = self.keys
+        await self._fenced("replay", job_id,
+                           [k.failed, k.cancelled, k.waiting, k.meta, k.events, k.marker],
+                           [k.prefix, job_id, self.max_events])
+
+    # -- queue operations ----------------------------------------------------------------
+    async def pause(self) -> None:
+        await self._run("pause", [self.keys.meta, self.keys.events], [self.max_events])
+
+    async def resume(self) -> None:
+        k = self.keys
+        await self._run("resume", [k.meta, k.events, k.marker], [self.max_events])
+
+    async def drain(self, limit: int = 1000) -> int:
+        k = self.keys
+        total = 0
+        while n := int(await self._run("drain", [k.waiting, k.scheduled, k.events],
+                                       [k.prefix, limit, self.max_events])):
+            total += n
+        return total
+
+    async def obliterate(self, force: bool = False, limit: int = 1000) -> int:
+        k = self.keys
+        keys = [k.active, k.waiting, k.scheduled, k.completed, k.failed, k.cancelled, k.meta,
+                k.events, k.marker, k.rescue_lock]
+        total = 0
+        while True:
+            n = int(await self._run("obliterate", keys, [k.prefix, limit, int(force)]))
+            if n < 0:
+                raise_for(n, k, "", "obliterate")
+            if n == 0:
+                return total
+            total += n
+
+    # -- reads ---------------------------------------------------------------------------
+    async def job_fields(self, job_id: str) -> dict[bytes, bytes]:
+        fields: dict[bytes, bytes] = await self._raw.hgetall(self.keys.job(job_id))
+        if not fields:
+            raise JobNotFound(self.keys.name, job_id)
+        return fields
+
+    async def counts(self) -> Counts:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for state in COUNTED:
+                pipe.zcard(index_key(self.keys, state))
+            pipe.hexists(self.keys.meta, "paused")
+            replies = await pipe.execute()
+        counts = {state.value: int(n) for state, n in zip(COUNTED, replies, strict=False)}
+        counts["paused"] = int(bool(replies[-1]))
+        return counts
+
+    async def job_ids(self, state: State, start: int = 0, end: int = -1) -> list[str]:
+        """Ids in one state's index (finished states newest first)."""
+        key = index_key(self.keys, state)
+        if state in (State.COMPLETED, State.FAILED, State.CANCELLED):
+            raw = await self._raw.zrevrange(key, start, end)
+        else:
+            raw = await self._raw.zrange(key, start, end)
+        return [r.decode() for r in raw]
+
+    async def logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
+        raw = await self._raw.lrange(self.keys.logs(job_id), start, end)
+        return [r.decode("utf-8", "replace") for r in raw]
+
+    # -- waiting for work and events -----------------------------------------------------
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Block until a producer (or a retry, resume, rescue) signals work, or ``timeout``
+        seconds pass. Uses BZPOPMIN on a one-member marker set: the signal persists, so a
+        wake-up that arrives between a claim and this call is never missed."""
+        reply = await self._raw.bzpopmin(self.keys.marker, timeout=max(timeout, 0.001))
+        return reply is not None
+
+    async def last_event_id(self) -> str:
+        newest = await self._raw.xrevrange(self.keys.events, count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+    async def read_events(self, cursor: str, block_ms: int | None,
+                          count: int = 100) -> list[tuple[str, dict[bytes, bytes]]]:
+        reply = await self._raw.xread({self.keys.events: cursor}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return [(eid.decode(), fields) for eid, fields in reply[0][1]]
+
+    async def wait_for_event(self, job_id: str, cursor: str, timeout: float | None) -> str:
+        """Read events after ``cursor`` until one concerns ``job_id`` or time runs out
+        (at most 5 s per call, so callers re-check state); returns the new cursor."""
+        deadline = time.monotonic() + (5.0 if timeout is None else min(timeout, 5.0))
+        wanted = job_id.encode()
+        while (left := deadline - time.monotonic()) > 0:
+            entries = await self.read_events(cursor, max(int(left * 1000), 1))
+            for eid, fields in entries:
+                cursor = eid
+                if fields.get(b"job") == wanted:
+                    return cursor
+        return cursor
+
+    async def server_info(self) -> dict[str, Any]:
+        try:
+            info: dict[str, Any] = await self.client.info()
+        except ResponseError:  # INFO disabled by a managed provider
+            return {}
+        return info

@@ -1,0 +1,269 @@
+"""The Worker: claims jobs from one queue and runs them with bounded concurrency.
+
+Tasks on the worker's event loop: the fetcher (claims jobs, blocks on the server when the
+queue is empty), one executor task per job in flight (:mod:`shunter.executor`), and the
+maintenance task (rescues expired leases of any worker). Off the loop: the lease keeper
+thread (:mod:`shunter.lease`) and a thread pool for sync handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import codec
+from .checks import ServerReport, check_server
+from .connection import RedisLike, async_client, sync_twin
+from .errors import InvalidInput
+from .executor import Interrupt, Running, execute
+from .job import Job
+from .lease import LeaseKeeper
+from .options import Backoff
+from .outcome import Classifier, Task
+from .producer import DEFAULT_BACKOFF
+from .storage import DEFAULT_MAX_PAYLOAD, Storage
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("shunter.worker")
+
+
+def _positive(value: object, what: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InvalidInput(f"{what} must be between {low:g} and {high:g}, got {value!r}")
+    return float(value)
+
+
+class Worker:
+    """Runs the handlers in ``tasks`` (task name -> callable or :class:`Task`) for one queue.
+
+    - ``concurrency``: jobs run at once (async handlers as tasks, sync ones in threads).
+    - ``lease``: seconds a claim is valid without renewal; renewed every ``lease / 3`` from a
+      thread, so a blocked event loop does not lose it. A job whose worker dies is rescued
+      by any worker once the lease expires; after ``max_stalls`` rescues it fails.
+    - ``job_timeout``: default seconds per attempt (a job's own or its task's wins).
+    - ``shutdown_timeout``: on SIGTERM/SIGINT or :meth:`close`, how long in-flight jobs may
+      finish; the rest are handed back to ``waiting`` without using an attempt.
+    - ``cancel_grace``: how long an interrupted handler gets to stop before it is abandoned.
+    - ``classify``: ``(exc, job) -> Decision | RetryAfter | None`` for every task.
+    - ``max_deferrals``: how often a job may defer itself with :class:`RetryAfter`.
+    - ``batch``: most jobs claimed per round trip (default: ``min(concurrency, 50)``).
+    """
+
+    def __init__(self, queue: str, tasks: Mapping[str, Callable[..., Any] | Task],
+                 redis: RedisLike = None, *, concurrency: int = 50, lease: float = 30.0,
+                 job_timeout: float = 300.0, max_stalls: int = 1, shutdown_timeout: float = 30.0,
+                 cancel_grace: float = 5.0, classify: Classifier | None = None,
+                 default_backoff: Backoff = DEFAULT_BACKOFF, max_deferrals: int = 100,
+                 batch: int | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+                 block_timeout: float = 5.0, name: str | None = None) -> None:
+        codec.validate_queue_name(queue)
+        if not isinstance(tasks, Mapping) or not tasks:
+            raise InvalidInput("tasks must be a non-empty mapping of task name -> handler")
+        self.tasks: dict[str, Task] = {}
+        for task_name, handler in tasks.items():
+            codec.validate_task_name(task_name)
+            self.tasks[task_name] = handler if isinstance(handler, Task) else Task(handler)
+        self.concurrency = int(_positive(concurrency, "concurrency", 1, 10_000))
+        self.lease = _positive(lease, "lease", 0.1, 3600)
+        self.job_timeout = _positive(job_timeout, "job_timeout", 0.001, 7 * 86400)
+        self.max_stalls = int(_positive(max_stalls, "max_stalls", 0, 1000))
+        self.shutdown_timeout = _positive(shutdown_timeout, "shutdown_timeout", 0, 86400)
+        self.cancel_grace = _positive(cancel_grace, "cancel_grace", 0, 3600)
+        self.max_deferrals = int(_positive(max_deferrals, "max_deferrals", 0, 100_000))
+        self.batch = int(_positive(batch or min(self.concurrency, 50), "batch", 1, 1000))
+        self.block_timeout = _positive(block_timeout, "block_timeout", 0.01, 60)
+        self.classify = classify
+        self.default_backoff = default_backoff
+        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._client, self._owned = async_client(redis)
+        self.storage = Storage(self._client, queue, max_payload_bytes=max_payload_bytes)
+        #: Jobs completed, retried, failed, cancelled, released, and commits refused.
+        self.counters: Counter[str] = Counter()
+        self.server: ServerReport | None = None
+        self.pool = ThreadPoolExecutor(max_workers=self.concurrency + 4,
+                                       thread_name_prefix="shunter-sync")
+        self._running: dict[str, Running] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._stop = asyncio.Event()
+        self._slot = asyncio.Event()
+        self._lease: LeaseKeeper | None = None
+        self._lease_ms = int(self.lease * 1000)
+
+    @property
+    def running(self) -> int:
+        """Jobs in flight now."""
+        return len(self._running)
+
+    @property
+    def loop_lag(self) -> float:
+        """Largest event-loop lag (seconds) seen by the lease keeper."""
+        return self._lease.max_loop_lag if self._lease else 0.0
+
+    async def run(self, *, burst: bool = False, handle_signals: bool = True) -> None:
+        """Process jobs until :meth:`close`, SIGTERM or SIGINT (a second signal skips the
+        wait for in-flight jobs). With ``burst=True``, return once nothing is waiting or
+        scheduled and no job is in flight (or the queue is paused)."""
+        loop = asyncio.get_running_loop()
+        self.server = await check_server(self.storage)
+        self._lease = LeaseKeeper(sync_twin(self._client), loop, self._lease_ms,
+                                  self._on_lease_lost, self._on_cancel_requested)
+        self._lease.start()
+        signals = self._install_signals(loop) if handle_signals else []
+        maintenance = loop.create_task(self._maintain())
+        log.info("worker %s on queue %s: concurrency %d, lease %gs, tasks %s", self.id,
+                 self.storage.keys.name, self.concurrency, self.lease, ", ".join(self.tasks))
+        try:
+            await self._fetch(burst)
+        finally:
+            maintenance.cancel()
+            await self._shutdown()
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    async def close(self) -> None:
+        """Ask the worker to stop: no new claims; :meth:`run` returns after in-flight jobs
+        finished or were handed back."""
+        self._stopping = True
+        self._stop.set()
+        self._slot.set()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        installed: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        return installed
+
+    def _on_signal(self, sig: int) -> None:
+        if self._stopping:
+            log.warning("second %s: handing in-flight jobs back now", signal.Signals(sig).name)
+            self.shutdown_timeout = 0.0
+            for run in self._running.values():
+                run.signal(Interrupt.SHUTDOWN)
+            return
+        log.info("%s: finishing in-flight jobs (up to %gs)", signal.Signals(sig).name,
+                 self.shutdown_timeout)
+        self._stopping = True
+        self._stop.set()
+        self._slot.set()
+
+    # -- claiming --------------------------------------------------------------------------
+    async def _fetch(self, burst: bool) -> None:
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot.clear()
+                await self._slot.wait()
+                continue
+            claim = await self.storage.claim(min(free, self.batch), self._lease_ms, self.id)
+            for fields in claim.jobs:
+                self._start(fields)
+            if claim.jobs:
+                continue
+            if burst and not self._running and (claim.pending == 0 or claim.paused):
+                return
+            timeout = self.block_timeout
+            if claim.next_due_ms >= 0:
+                timeout = min(timeout, claim.next_due_ms / 1000)
+            if burst:
+                timeout = min(timeout, 0.05)  # notice our own last job finishing
+            await self._wait_for_work(timeout)
+
+    async def _wait_for_work(self, timeout: float) -> None:
+        if timeout <= 0:
+            return
+        blocker = asyncio.ensure_future(self.storage.wait_for_work(timeout))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({blocker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not blocker.done():
+            blocker.cancel()  # redis-py drops the connection of a cancelled blocking call
+        else:
+            blocker.exception()
+
+    def _start(self, fields: dict[bytes, bytes]) -> None:
+        job = Job(self.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)
+        job._loop = asyncio.get_running_loop()
+        job._cancel_flag = threading.Event()
+        run = Running(job, job._loop.create_future())
+        self._running[job.id] = run
+        timeout = job.timeout or (self.tasks[job.task].timeout if job.task in self.tasks else None)
+        hard = time.monotonic() + (timeout or self.job_timeout) + self.cancel_grace + self.lease
+        assert self._lease is not None
+        self._lease.add(self.storage.keys, job.id, job.token or 0, hard)
+        task = job._loop.create_task(self._execute(run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, run: Running) -> None:
+        try:
+            await execute(self, run)
+        except Exception:
+            # Redis unreachable at commit time: the lease will expire and the job be rescued.
+            log.exception("job %s: could not record its outcome", run.job.id)
+        finally:
+            self._running.pop(run.job.id, None)
+            if self._lease is not None:
+                self._lease.remove(self.storage.keys.name, run.job.id)
+            self._slot.set()
+
+    # -- signals from the lease keeper (run on the loop via call_soon_threadsafe) ----------
+    def _current(self, queue: str, job_id: str, token: int) -> Running | None:
+        run = self._running.get(job_id)
+        return run if run is not None and run.job.token == token else None
+
+    def _on_lease_lost(self, queue: str, job_id: str, token: int) -> None:
+        if run := self._current(queue, job_id, token):
+            self.counters["lease_lost"] += 1
+            run.signal(Interrupt.LEASE_LOST)
+
+    def _on_cancel_requested(self, queue: str, job_id: str, token: int) -> None:
+        if run := self._current(queue, job_id, token):
+            run.signal(Interrupt.CANCEL)
+
+    # -- maintenance and shutdown ------------------------------------------------------------
+    async def _maintain(self) -> None:
+        """Rescue expired leases (of any worker) about twice per lease period; a SET NX PX
+        lock in the script keeps the whole fleet to one rescue per period."""
+        interval = max(self.lease / 2, 0.05)
+        while True:
+            try:
+                await self.storage.rescue(self.max_stalls, lock_ms=max(int(interval * 900), 1))
+            except Exception as exc:
+                log.warning("stall rescue failed: %s", exc)
+            await asyncio.sleep(interval)
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        pending = {t for t in self._tasks if not t.done()}
+        if pending and self.shutdown_timeout > 0:
+            log.info("waiting up to %gs for %d job(s)", self.shutdown_timeout, len(pending))
+            await asyncio.wait(pending, timeout=self.shutdown_timeout)
+        for run in list(self._running.values()):
+            run.signal(Interrupt.SHUTDOWN)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.cancel_grace + 10)
+        if self._lease is not None:
+            self._lease.stop()
+            await asyncio.to_thread(self._lease.join, 5)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._owned:
+            await self._client.aclose()
+        log.info("worker %s stopped: %s", self.id, dict(self.counters))
