@@ -54,8 +54,4 @@ def sync_twin(client: redis.asyncio.Redis) -> redis.Redis:
     kwargs = dict(pool.connection_kwargs)
     kwargs["decode_responses"] = False
     cls = _SYNC_CLASS.get(pool.connection_class, sconn.Connection)
-    allowed = cls.__init__.__code__.co_varnames
-    kwargs = {k: v for k, v in kwargs.items() if k in allowed or k in (
-        "host", "port", "db", "username", "password", "path", "socket_timeout",
-        "socket_connect_timeout")}
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **kwargs))

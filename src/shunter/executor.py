@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from .errors import DecodeError, LeaseLost, UnregisteredTask
+from .errors import DecodeError, JobNotFound, JobNotInState, LeaseLost, UnregisteredTask
 from .job import Job
 from .outcome import JobTimeout, Outcome, Task, decide, error_json
+from .storage import UNAVAILABLE
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -142,28 +145,62 @@ def _swallow(fut: asyncio.Future[Any]) -> None:
 async def _commit(worker: Worker, run: Running, outcome: Outcome) -> None:
     job, storage = run.job, worker.storage
     token = job.token or 0
-    try:
-        if outcome.kind == "complete":
-            await storage.complete(job.id, token, outcome.result)
-            worker.counters["completed"] += 1
-        elif outcome.kind == "retry":
-            await storage.retry(job.id, token, outcome.delay_ms, outcome.error, outcome.count_attempt)
-            worker.counters["retried"] += 1
-        else:
-            await storage.fail(job.id, token, outcome.error)
-            worker.counters["failed"] += 1
-    except LeaseLost:
-        worker.counters["lease_lost"] += 1
-        log.warning("job %s: %s rejected, another attempt owns the job now", job.id, outcome.kind)
+    if outcome.kind == "complete":
+        await _fenced(worker, run, "completed", lambda: storage.complete(job.id, token, outcome.result))
+    elif outcome.kind == "retry":
+        await _fenced(worker, run, "retried", lambda: storage.retry(
+            job.id, token, outcome.delay_ms, outcome.error, outcome.count_attempt))
+    else:
+        await _fenced(worker, run, "failed", lambda: storage.fail(job.id, token, outcome.error))
 
 
 async def _finish(worker: Worker, run: Running, verb: str) -> None:
+    job, storage = run.job, worker.storage
+    token = job.token or 0
+    if verb == "abort":
+        await _fenced(worker, run, "cancelled", lambda: storage.abort(job.id, token))
+    else:
+        await _fenced(worker, run, "released", lambda: storage.release(job.id, token))
+
+
+async def _fenced(worker: Worker, run: Running, counter: str,
+                  send: Callable[[], Awaitable[None]]) -> None:
+    """Apply one fenced write. While the server is unreachable, keep trying for as long as
+    the lease could still be ours.
+
+    A send can land and still look failed (the reply was lost, and the client re-sent it
+    after reconnecting): the second apply is then refused with JobNotInState. Since the
+    token is ours alone, "the job has left active and still carries our token" means our
+    write landed; anything else is a real refusal.
+    """
+    deadline = time.monotonic() + worker.lease
+    warned = False
+    while True:
+        try:
+            await send()
+        except LeaseLost:
+            worker.counters["lease_lost"] += 1
+            log.warning("job %s: commit rejected, another attempt owns the job now", run.job.id)
+            return
+        except JobNotInState:
+            if not await _landed(worker, run):
+                raise
+        except UNAVAILABLE as exc:
+            if time.monotonic() > deadline:
+                raise
+            if not warned:
+                log.warning("job %s: redis unavailable while committing (%s); retrying",
+                            run.job.id, exc)
+                warned = True
+            await asyncio.sleep(0.1)
+            continue
+        worker.counters[counter] += 1
+        return
+
+
+async def _landed(worker: Worker, run: Running) -> bool:
     try:
-        if verb == "abort":
-            await worker.storage.abort(run.job.id, run.job.token or 0)
-            worker.counters["cancelled"] += 1
-        else:
-            await worker.storage.release(run.job.id, run.job.token or 0)
-            worker.counters["released"] += 1
-    except LeaseLost:
-        worker.counters["lease_lost"] += 1
+        fields = await worker.storage.job_fields(run.job.id)
+    except JobNotFound:
+        return True  # finished and already removed by retention (keep count 0)
+    return fields.get(b"token") == str(run.job.token).encode() and fields.get(b"state") != b"active"

@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ErrorCode, JobNotFound, JobNotInState, LeaseLost, ShunterError
 from .keys import QueueKeys
 from .scripts import SCRIPTS, Arg
 from .states import State
 
-__all__ = ["ClaimResult", "Counts", "JobSpec", "Storage"]
+__all__ = ["UNAVAILABLE", "ClaimResult", "Counts", "JobSpec", "Storage"]
 
 #: Default cap of each queue's event stream (approximate, MAXLEN ~).
 DEFAULT_MAX_EVENTS = 10_000
@@ -29,6 +31,10 @@ DEFAULT_MAX_EVENTS = 10_000
 DEFAULT_MAX_PAYLOAD = 512 * 1024
 
 Call = tuple[list[str], list[Arg]]
+
+#: Errors that mean "the server is unreachable right now" (restart, failover, network):
+#: callers wait and try again instead of giving up.
+UNAVAILABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ thread (:mod:`shunter.lease`) and a thread pool for sync handlers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -31,7 +32,7 @@ from .lease import LeaseKeeper
 from .options import Backoff
 from .outcome import Classifier, Task
 from .producer import DEFAULT_BACKOFF
-from .storage import DEFAULT_MAX_PAYLOAD, Storage
+from .storage import DEFAULT_MAX_PAYLOAD, UNAVAILABLE, Storage
 
 __all__ = ["Worker"]
 
@@ -100,6 +101,7 @@ class Worker:
         self._slot = asyncio.Event()
         self._lease: LeaseKeeper | None = None
         self._lease_ms = int(self.lease * 1000)
+        self._outage = 0
 
     @property
     def running(self) -> int:
@@ -172,7 +174,12 @@ class Worker:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
-            claim = await self.storage.claim(min(free, self.batch), self._lease_ms, self.id)
+            try:
+                claim = await self.storage.claim(min(free, self.batch), self._lease_ms, self.id)
+            except UNAVAILABLE as exc:
+                await self._server_unavailable(exc)
+                continue
+            self._outage = 0
             for fields in claim.jobs:
                 self._start(fields)
             if claim.jobs:
@@ -186,6 +193,16 @@ class Worker:
                 timeout = min(timeout, 0.05)  # notice our own last job finishing
             await self._wait_for_work(timeout)
 
+    async def _server_unavailable(self, exc: BaseException) -> None:
+        """Redis is unreachable (restart, failover, network): wait and try again, never exit.
+        Jobs in flight keep running; their leases are renewed again once it is back."""
+        self._outage += 1
+        delay = min(0.05 * 2 ** min(self._outage, 8), 5.0)
+        if self._outage in (1, 10) or self._outage % 100 == 0:
+            log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+
     async def _wait_for_work(self, timeout: float) -> None:
         if timeout <= 0:
             return
@@ -195,8 +212,8 @@ class Worker:
         stopper.cancel()
         if not blocker.done():
             blocker.cancel()  # redis-py drops the connection of a cancelled blocking call
-        else:
-            blocker.exception()
+        elif isinstance(blocker.exception(), UNAVAILABLE):
+            await self._server_unavailable(blocker.exception() or Exception())
 
     def _start(self, fields: dict[bytes, bytes]) -> None:
         job = Job(self.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)

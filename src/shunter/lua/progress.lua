@@ -10,5 +10,11 @@ local jobkey = prefix .. 'job:' .. id
 local code = check_lease(jobkey, token)
 if code ~= 0 then return code end
 redis.call('HSET', jobkey, 'progress', progress)
-emit(events, maxev, 'progress', id, 'active', 'progress', progress)
+-- Small values ride in the event (for live followers); large ones are only stored, so a
+-- capped stream of 10k entries never holds gigabytes.
+if #progress <= 2048 then
+  emit(events, maxev, 'progress', id, 'active', 'progress', progress)
+else
+  emit(events, maxev, 'progress', id, 'active', 'progress_bytes', #progress)
+end
 return 1
