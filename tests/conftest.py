@@ -1,0 +1,98 @@
+"""Shared fixtures: a real Redis (``$SHUNTER_TEST_REDIS_URL``, default the local one),
+isolation by unique queue names (never by flushing), and helpers that wait for a
+condition with a deadline instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from shunter import Queue, Worker
+from shunter.storage import Storage
+
+REDIS_URL = os.environ.get("SHUNTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def queue_name(request: pytest.FixtureRequest) -> str:
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:40].strip("-")
+    return f"t-{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[redis.asyncio.Redis]:
+    c = redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=False)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def queue(queue_name: str) -> AsyncIterator[Queue]:
+    q = Queue(queue_name, REDIS_URL)
+    yield q
+    with contextlib.suppress(Exception):
+        await q.obliterate(force=True)
+    await q.close()
+
+
+@pytest.fixture
+def storage(queue: Queue) -> Storage:
+    return queue.storage
+
+
+async def eventually(check: Callable[[], Awaitable[Any]] | Callable[[], Any], timeout: float = 10.0,
+                     interval: float = 0.01, message: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{message} not met within {timeout}s (last value: {last!r})")
+
+
+class RunningWorker:
+    """A worker running in a background task of the test's event loop."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.task = asyncio.ensure_future(worker.run(handle_signals=False))
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        await self.worker.close()
+        await asyncio.wait_for(self.task, timeout)
+
+
+@pytest.fixture
+async def start_worker(queue_name: str) -> AsyncIterator[Callable[..., RunningWorker]]:
+    """``start_worker(tasks, **options)`` runs a Worker on the test's queue until the test ends."""
+    started: list[RunningWorker] = []
+
+    def start(tasks: dict[str, Any], queue: str | None = None, **options: Any) -> RunningWorker:
+        options.setdefault("lease", 2.0)
+        running = RunningWorker(Worker(queue or queue_name, tasks, REDIS_URL, **options))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if not running.task.done():
+            with contextlib.suppress(Exception):
+                await running.stop()
