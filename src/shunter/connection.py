@@ -14,17 +14,27 @@ import redis.asyncio
 import redis.asyncio.connection as aconn
 import redis.connection as sconn
 
-__all__ = ["DEFAULT_URL", "RedisLike", "async_client", "resolve_url", "sync_client", "sync_twin"]
+__all__ = [
+    "DEFAULT_URL", "RedisLike", "async_client", "async_twin", "resolve_url", "sync_client", "sync_twin",
+]
 
-#: Used when neither an argument nor ``SHUNTER_REDIS_URL`` names a server.
+#: The conventional local Redis. No longer implied: pass it (or set ``SHUNTER_REDIS_URL``)
+#: to use a server on the default port instead of the embedded one.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 RedisLike = str | redis.asyncio.Redis | None
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The URL to use: the argument, else ``$SHUNTER_REDIS_URL``, else :data:`DEFAULT_URL`."""
-    return url or os.environ.get("SHUNTER_REDIS_URL") or DEFAULT_URL
+    """The URL to use: the argument, else ``$SHUNTER_REDIS_URL``, else the embedded server
+    of the project's data directory (``$SHUNTER_DATA_DIR``, default ``./.shunter``), which
+    is started on first use and shared by every process (see :mod:`shunter.server`)."""
+    chosen = url or os.environ.get("SHUNTER_REDIS_URL")
+    if chosen:
+        return chosen
+    from .server import embedded_url  # deferred: only needed when nothing is configured
+
+    return embedded_url()
 
 
 def async_client(redis_: RedisLike) -> tuple[redis.asyncio.Redis, bool]:
@@ -55,3 +65,13 @@ def sync_twin(client: redis.asyncio.Redis) -> redis.Redis:
     kwargs["decode_responses"] = False
     cls = _SYNC_CLASS.get(pool.connection_class, sconn.Connection)
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **kwargs))
+
+
+def async_twin(client: redis.Redis) -> redis.asyncio.Redis:
+    """An asyncio client to the same server as a blocking client."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    kwargs["decode_responses"] = False
+    reverse = {sync: async_ for async_, sync in _SYNC_CLASS.items()}
+    cls = reverse.get(pool.connection_class, aconn.Connection)
+    return redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(connection_class=cls, **kwargs))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import DecodeError, JobNotFound, JobNotInState, LeaseLost, UnregisteredTask
 from .job import Job
 from .outcome import JobTimeout, Outcome, Task, decide, error_json
-from .storage import UNAVAILABLE
+from .storage import UNAVAILABLE, raise_for
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -65,7 +65,10 @@ async def _guard(fn: Any, job: Job) -> Any:
 
 
 def _call_sync(fn: Any, job: Job) -> Any:
-    result = fn(job)
+    try:
+        result = fn(job)
+    except (SystemExit, KeyboardInterrupt) as exc:  # same error as from an async handler
+        raise HandlerExit(f"handler raised {type(exc).__name__}({exc})") from None
     if asyncio.iscoroutine(result):
         result.close()
         raise TypeError("handler returned a coroutine: declare it with 'async def'")
@@ -130,8 +133,11 @@ async def _invoke(worker: Worker, run: Running, task: Task) -> Ended:
         log.warning("job %s: handler did not stop within %.1fs of %s; abandoning it", job.id,
                     worker.cancel_grace, reason.value if reason else "its timeout")
         handler.add_done_callback(_swallow)
-    elif not handler.cancelled() and handler.exception() is None and reason is Interrupt.SHUTDOWN:
+    elif (not handler.cancelled() and handler.exception() is None
+          and reason is Interrupt.SHUTDOWN and not job._stop_seen):
         return None, handler.result(), reason  # it finished during the grace period: keep it
+    # A sync handler that saw job.cancelled and returned stopped early, as documented; its
+    # return value is not a finished result, so shutdown hands the job back instead.
     if reason is None:
         return JobTimeout(f"attempt {job.attempt} exceeded its timeout of {timeout:g}s"), None, None
     return asyncio.CancelledError(reason.value), None, reason
@@ -146,7 +152,11 @@ async def _commit(worker: Worker, run: Running, outcome: Outcome) -> None:
     job, storage = run.job, worker.storage
     token = job.token or 0
     if outcome.kind == "complete":
-        await _fenced(worker, run, "completed", lambda: storage.complete(job.id, token, outcome.result))
+        async def complete() -> None:
+            code = await worker.acker.complete(job.id, token, outcome.result)
+            if code < 0:
+                raise_for(code, storage.keys, job.id, "complete")
+        await _fenced(worker, run, "completed", complete)
     elif outcome.kind == "retry":
         await _fenced(worker, run, "retried", lambda: storage.retry(
             job.id, token, outcome.delay_ms, outcome.error, outcome.count_attempt))
@@ -169,9 +179,9 @@ async def _fenced(worker: Worker, run: Running, counter: str,
     the lease could still be ours.
 
     A send can land and still look failed (the reply was lost, and the client re-sent it
-    after reconnecting): the second apply is then refused with JobNotInState. Since the
-    token is ours alone, "the job has left active and still carries our token" means our
-    write landed; anything else is a real refusal.
+    after reconnecting): the second apply is then refused with JobNotInState. Every settling
+    script records its token as ``settled_token``, so "settled by our token" means our write
+    landed; any other refusal means the attempt lost the job (lease expired, rescued).
     """
     deadline = time.monotonic() + worker.lease
     warned = False
@@ -184,7 +194,11 @@ async def _fenced(worker: Worker, run: Running, counter: str,
             return
         except JobNotInState:
             if not await _landed(worker, run):
-                raise
+                # The job left active without our write: rescued after our lease ran out.
+                worker.counters["lease_lost"] += 1
+                log.warning("job %s: commit rejected, its lease ran out and it was rescued",
+                            run.job.id)
+                return
         except UNAVAILABLE as exc:
             if time.monotonic() > deadline:
                 raise
@@ -203,4 +217,4 @@ async def _landed(worker: Worker, run: Running) -> bool:
         fields = await worker.storage.job_fields(run.job.id)
     except JobNotFound:
         return True  # finished and already removed by retention (keep count 0)
-    return fields.get(b"token") == str(run.job.token).encode() and fields.get(b"state") != b"active"
+    return fields.get(b"settled_token") == str(run.job.token).encode()

@@ -73,7 +73,7 @@ class Job:
     :meth:`log` (async) or their ``_sync`` twins (sync handlers, in worker threads)."""
 
     __slots__ = (
-        "_cancel_flag", "_loop", "_storage", "_token", "attempts_made", "backoff",
+        "_cancel_flag", "_loop", "_stop_seen", "_storage", "_token", "attempts_made", "backoff",
         "cancel_reason", "cancel_requested", "cancelled_at", "cancelled_by", "created_at",
         "data", "decode_error", "deferrals", "error", "existing", "finished_at", "id",
         "max_attempts", "priority", "progress", "queue", "result", "scheduled_for",
@@ -85,6 +85,8 @@ class Job:
         self._token: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cancel_flag: threading.Event | None = None
+        #: The handler read ``cancelled`` as True: whatever it returns next is unfinished work.
+        self._stop_seen = False
         self.id = job_id
         self.queue = storage.keys.name
         #: True when ``add`` found this id already present and returned that job instead.
@@ -179,7 +181,10 @@ class Job:
     def cancelled(self) -> bool:
         """True once the worker asked this attempt to stop (user cancel, timeout, lost
         lease or shutdown). Sync handlers should poll it in long loops and return."""
-        return self._cancel_flag is not None and self._cancel_flag.is_set()
+        if self._cancel_flag is None or not self._cancel_flag.is_set():
+            return False
+        self._stop_seen = True
+        return True
 
     @property
     def finished(self) -> bool:

@@ -14,7 +14,7 @@ class QueueKeys:
 
     __slots__ = (
         "active", "cancelled", "completed", "events", "failed", "marker", "meta", "name",
-        "prefix", "rescue_lock", "scheduled", "waiting",
+        "prefix", "rescue_lock", "scheduled", "waiting", "workers",
     )
 
     def __init__(self, name: str) -> None:
@@ -31,9 +31,14 @@ class QueueKeys:
         self.events = p + "events"  #: capped stream, one entry per transition
         self.marker = p + "marker"  #: zset of one member that idle workers block on
         self.rescue_lock = p + "rescue-lock"  #: SET NX PX key rate-limiting stall rescue
+        self.workers = p + "workers"  #: zset of worker ids that sent a heartbeat (an index)
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
     def logs(self, job_id: str) -> str:
         return f"{self.prefix}logs:{job_id}"
+
+    def worker(self, worker_id: str) -> str:
+        """A worker's heartbeat: its JSON description, SET with a PX time-to-live."""
+        return f"{self.prefix}worker:{worker_id}"

@@ -24,7 +24,7 @@ class Queue:
     """A named queue on a Redis or Valkey server.
 
     ``redis`` is a URL, a ``redis.asyncio.Redis`` client (used as is, not closed by us), or
-    None for ``$SHUNTER_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``). Payloads,
+    None for ``$SHUNTER_REDIS_URL``, else the embedded server (:mod:`shunter.server`). Payloads,
     results and progress values are capped at ``max_payload_bytes`` of JSON; the event
     stream is capped near ``max_events`` entries.
     """
@@ -124,6 +124,23 @@ class Queue:
         """Delete every waiting and scheduled job; returns how many. Active and finished
         jobs are left alone."""
         return await self.storage.drain()
+
+    async def clean(self, state: State | str = State.COMPLETED, *, older_than: float = 0.0,
+                    limit: int | None = None) -> int:
+        """Delete completed, failed or cancelled jobs that finished at least ``older_than``
+        seconds ago (oldest first, at most ``limit``); returns how many. Retention does
+        this automatically per job; ``clean`` is the manual broom."""
+        if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or not (
+            0 <= older_than <= 10 * 366 * 86400
+        ):
+            raise InvalidInput(f"older_than must be seconds between 0 and 10 years, got {older_than!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidInput(f"limit must be a positive int or None, got {limit!r}")
+        try:
+            target = State(state)
+        except ValueError:
+            raise InvalidInput(f"unknown state {state!r}") from None
+        return await self.storage.clean(target, int(older_than * 1000), max_total=limit)
 
     async def obliterate(self, *, force: bool = False) -> int:
         """Delete the queue and every job in it. Refuses while jobs are active unless

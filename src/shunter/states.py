@@ -92,4 +92,4 @@ del S
 FENCED_WRITES = ("progress", "log")
 
 #: Operations on a whole queue; each is one script as well.
-QUEUE_OPERATIONS = ("pause", "resume", "drain", "obliterate")
+QUEUE_OPERATIONS = ("pause", "resume", "drain", "clean", "obliterate")

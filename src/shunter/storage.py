@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import ErrorCode, JobNotFound, JobNotInState, LeaseLost, ShunterError
+from .errors import ErrorCode, InvalidInput, JobNotFound, JobNotInState, LeaseLost, ShunterError
 from .keys import QueueKeys
 from .scripts import SCRIPTS, Arg
 from .states import State
@@ -107,7 +107,7 @@ def index_key(k: QueueKeys, state: State) -> str:
 class Storage:
     """Typed access to one queue's keys over an asyncio client."""
 
-    __slots__ = ("_raw", "client", "keys", "max_events", "max_payload_bytes")
+    __slots__ = ("_raw", "client", "keys", "max_block", "max_events", "max_payload_bytes")
 
     def __init__(self, client: redis.asyncio.Redis, queue: str, *,
                  max_events: int = DEFAULT_MAX_EVENTS,
@@ -119,6 +119,11 @@ class Storage:
         self.keys = QueueKeys(queue)
         self.max_events = max_events
         self.max_payload_bytes = max_payload_bytes
+        #: Longest a blocking command may wait (seconds): under the client's socket
+        #: timeout, which redis-py 8 sets to 5 s by default and which would otherwise turn
+        #: an idle BZPOPMIN / XREAD BLOCK into a TimeoutError. Callers loop anyway.
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout", 5.0)
+        self.max_block = 60.0 if timeout is None else max(float(timeout) * 0.8, 0.01)
 
     async def _run(self, name: str, keys: list[str], args: list[Arg]) -> Any:
         return await SCRIPTS[name].run(self.client, keys, args)
@@ -166,6 +171,22 @@ class Storage:
             [k.prefix, count, lease_ms, worker_id, self.max_events, promote_limit])
         return ClaimResult([pairs(j) for j in jobs], int(next_due), int(pending), bool(paused))
 
+    async def complete_many(self, done: Sequence[tuple[str, int, bytes]], *, claim: int = 0,
+                            lease_ms: int = 0, worker_id: str = "",
+                            promote_limit: int = 1000) -> tuple[list[int], ClaimResult]:
+        """Complete several jobs (``(job_id, token, result)`` each, fenced one by one) and
+        claim up to ``claim`` next jobs, in one round trip. Returns one code per job (1, or
+        a negative ErrorCode) and the claim."""
+        k = self.keys
+        args: list[Arg] = [k.prefix, self.max_events, claim, lease_ms, worker_id, promote_limit]
+        for job_id, token, result in done:
+            args += (job_id, token, result)
+        codes, jobs, next_due, pending, paused = await self._run(
+            "complete", [k.waiting, k.scheduled, k.active, k.meta, k.events, k.marker, k.failed,
+                         k.completed], args)
+        return ([int(c) for c in codes],
+                ClaimResult([pairs(j) for j in jobs], int(next_due), int(pending), bool(paused)))
+
     async def renew(self, lease_ms: int, held: Sequence[tuple[str, int]]) -> list[int]:
         """Extend leases; one code per job (1 ok, 2 ok + cancel requested, < 0 lost)."""
         if not held:
@@ -181,9 +202,10 @@ class Storage:
                                   [self.keys.prefix, job_id, token, line, max_lines])
 
     async def complete(self, job_id: str, token: int, result: bytes) -> None:
-        k = self.keys
-        await self._fenced("complete", job_id, [k.active, k.completed, k.events],
-                           [k.prefix, job_id, token, result, self.max_events])
+        """Complete one job (see :meth:`complete_many` for the batched form)."""
+        (code,), _ = await self.complete_many([(job_id, token, result)])
+        if code < 0:
+            raise_for(code, self.keys, job_id, "complete")
 
     async def retry(self, job_id: str, token: int, delay_ms: int, error: bytes,
                     count_attempt: bool = True) -> None:
@@ -244,6 +266,23 @@ class Storage:
             total += n
         return total
 
+    async def clean(self, state: State, age_ms: int, limit: int = 1000,
+                    max_total: int | None = None) -> int:
+        """Delete jobs of a finished ``state`` that finished at least ``age_ms`` ago, oldest
+        first, up to ``max_total`` (None: all of them); returns how many."""
+        if state not in (State.COMPLETED, State.FAILED, State.CANCELLED):
+            raise InvalidInput(f"clean removes completed, failed or cancelled jobs, not {state}")
+        k = self.keys
+        total = 0
+        while max_total is None or total < max_total:
+            batch = limit if max_total is None else min(limit, max_total - total)
+            n = int(await self._run("clean", [index_key(k, state), k.events],
+                                    [k.prefix, state.value, max(age_ms, 0), batch, self.max_events]))
+            total += n
+            if n < batch:
+                break
+        return total
+
     async def obliterate(self, force: bool = False, limit: int = 1000) -> int:
         k = self.keys
         keys = [k.active, k.waiting, k.scheduled, k.completed, k.failed, k.cancelled, k.meta,
@@ -287,12 +326,41 @@ class Storage:
         raw = await self._raw.lrange(self.keys.logs(job_id), start, end)
         return [r.decode("utf-8", "replace") for r in raw]
 
+    # -- worker heartbeats (not job state: plain commands, no script) ----------------------
+    async def heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
+        """Say this worker is alive for ``ttl_ms``: a key that expires on the server (so
+        liveness never depends on clocks) plus an entry in the queue's worker index."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.worker(worker_id), info, px=max(ttl_ms, 1))
+            pipe.zadd(self.keys.workers, {worker_id: int(time.time() * 1000)})
+            await pipe.execute()
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """Remove the heartbeat of a worker that stopped cleanly."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(self.keys.worker(worker_id))
+            pipe.zrem(self.keys.workers, worker_id)
+            await pipe.execute()
+
+    async def workers(self) -> list[bytes]:
+        """Heartbeats of the workers alive now; index entries whose key expired (a worker
+        that died) are pruned on the way."""
+        ids = [i.decode() for i in await self._raw.zrange(self.keys.workers, 0, -1)]
+        if not ids:
+            return []
+        beats = await self._raw.mget([self.keys.worker(i) for i in ids])
+        gone = [i for i, beat in zip(ids, beats, strict=True) if beat is None]
+        if gone:
+            await self._raw.zrem(self.keys.workers, *gone)
+        return [beat for beat in beats if beat is not None]
+
     # -- waiting for work and events -----------------------------------------------------
     async def wait_for_work(self, timeout: float) -> bool:
         """Block until a producer (or a retry, resume, rescue) signals work, or ``timeout``
         seconds pass. Uses BZPOPMIN on a one-member marker set: the signal persists, so a
         wake-up that arrives between a claim and this call is never missed."""
-        reply = await self._raw.bzpopmin(self.keys.marker, timeout=max(timeout, 0.001))
+        wait = min(max(timeout, 0.001), self.max_block)
+        reply = await self._raw.bzpopmin(self.keys.marker, timeout=wait)
         return reply is not None
 
     async def last_event_id(self) -> str:
@@ -301,6 +369,11 @@ class Storage:
 
     async def read_events(self, cursor: str, block_ms: int | None,
                           count: int = 100) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Events after ``cursor``; ``block_ms`` None returns at once, 0 waits as long as a
+        blocking command may (:attr:`max_block`), and an empty list means none came."""
+        if block_ms is not None:
+            longest = int(self.max_block * 1000)
+            block_ms = longest if block_ms <= 0 else min(block_ms, longest)
         reply = await self._raw.xread({self.keys.events: cursor}, count=count, block=block_ms)
         if not reply:
             return []

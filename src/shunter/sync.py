@@ -18,7 +18,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from . import codec
-from .connection import resolve_url
+from .connection import async_twin, resolve_url
 from .errors import InvalidInput, JobNotFound
 from .job import Job, JobFailed
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
@@ -59,8 +59,9 @@ class Queue:
             self._client, self._owned = redis.Redis.from_url(url, decode_responses=False), True
         # Jobs carry an asyncio Storage so `await job.refresh()` works where there is a loop;
         # it does not connect unless used.
-        self._jobs_storage = Storage(redis.asyncio.Redis.from_url(url or resolve_url(None)), name,
-                                     max_events=max_events, max_payload_bytes=max_payload_bytes)
+        twin = async_twin(self._client) if url is None else redis.asyncio.Redis.from_url(url)
+        self._jobs_storage = Storage(twin, name, max_events=max_events,
+                                     max_payload_bytes=max_payload_bytes)
         self.keys = self._jobs_storage.keys
         self.max_events = max_events
         self.max_payload_bytes = max_payload_bytes

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import codec
+from .acker import Acker
 from .checks import ServerReport, check_server
 from .connection import RedisLike, async_client, sync_twin
 from .errors import InvalidInput
@@ -82,7 +83,8 @@ class Worker:
         self.shutdown_timeout = _positive(shutdown_timeout, "shutdown_timeout", 0, 86400)
         self.cancel_grace = _positive(cancel_grace, "cancel_grace", 0, 3600)
         self.max_deferrals = int(_positive(max_deferrals, "max_deferrals", 0, 100_000))
-        self.batch = int(_positive(batch or min(self.concurrency, 50), "batch", 1, 1000))
+        default_batch = min(self.concurrency, 50)
+        self.batch = int(_positive(default_batch if batch is None else batch, "batch", 1, 1000))
         self.block_timeout = _positive(block_timeout, "block_timeout", 0.01, 60)
         self.classify = classify
         self.default_backoff = default_backoff
@@ -100,8 +102,22 @@ class Worker:
         self._stop = asyncio.Event()
         self._slot = asyncio.Event()
         self._lease: LeaseKeeper | None = None
-        self._lease_ms = int(self.lease * 1000)
+        self.lease_ms = int(self.lease * 1000)
+        #: Slots promised to claims in flight (fetcher and acker), so they never over-claim.
+        self.reserved = 0
+        self.acker = Acker(self)
         self._outage = 0
+        self._started_at = time.time()
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for: no new claims."""
+        return self._stopping
+
+    @property
+    def free_slots(self) -> int:
+        """Slots neither running a job nor promised to a claim in flight."""
+        return self.concurrency - len(self._running) - self.reserved
 
     @property
     def running(self) -> int:
@@ -119,11 +135,13 @@ class Worker:
         scheduled and no job is in flight (or the queue is paused)."""
         loop = asyncio.get_running_loop()
         self.server = await check_server(self.storage)
-        self._lease = LeaseKeeper(sync_twin(self._client), loop, self._lease_ms,
+        self._lease = LeaseKeeper(sync_twin(self._client), loop, self.lease_ms,
                                   self._on_lease_lost, self._on_cancel_requested)
         self._lease.start()
         signals = self._install_signals(loop) if handle_signals else []
+        self._started_at = time.time()
         maintenance = loop.create_task(self._maintain())
+        self.acker.start()
         log.info("worker %s on queue %s: concurrency %d, lease %gs, tasks %s", self.id,
                  self.storage.keys.name, self.concurrency, self.lease, ", ".join(self.tasks))
         try:
@@ -169,19 +187,23 @@ class Worker:
     # -- claiming --------------------------------------------------------------------------
     async def _fetch(self, burst: bool) -> None:
         while not self._stopping:
-            free = self.concurrency - len(self._running)
+            free = self.free_slots
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
+            count = min(free, self.batch)
+            self.reserved += count
             try:
-                claim = await self.storage.claim(min(free, self.batch), self._lease_ms, self.id)
+                claim = await self.storage.claim(count, self.lease_ms, self.id)
             except UNAVAILABLE as exc:
                 await self._server_unavailable(exc)
                 continue
+            finally:
+                self.reserved -= count
             self._outage = 0
             for fields in claim.jobs:
-                self._start(fields)
+                self.start_job(fields)
             if claim.jobs:
                 continue
             if burst and not self._running and (claim.pending == 0 or claim.paused):
@@ -212,10 +234,14 @@ class Worker:
         stopper.cancel()
         if not blocker.done():
             blocker.cancel()  # redis-py drops the connection of a cancelled blocking call
+            await asyncio.wait({blocker})
         elif isinstance(blocker.exception(), UNAVAILABLE):
             await self._server_unavailable(blocker.exception() or Exception())
+        if not blocker.cancelled():
+            blocker.exception()  # retrieved, so asyncio does not log it at shutdown
 
-    def _start(self, fields: dict[bytes, bytes]) -> None:
+    def start_job(self, fields: dict[bytes, bytes]) -> None:
+        """Begin running one job just claimed (by the fetcher or the acker)."""
         job = Job(self.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)
         job._loop = asyncio.get_running_loop()
         job._cancel_flag = threading.Event()
@@ -258,14 +284,29 @@ class Worker:
     # -- maintenance and shutdown ------------------------------------------------------------
     async def _maintain(self) -> None:
         """Rescue expired leases (of any worker) about twice per lease period; a SET NX PX
-        lock in the script keeps the whole fleet to one rescue per period."""
+        lock in the script keeps the whole fleet to one rescue per period. Each round also
+        refreshes this worker's heartbeat (``shunter:{queue}:worker:<id>``, SET PX)."""
         interval = max(self.lease / 2, 0.05)
         while True:
             try:
                 await self.storage.rescue(self.max_stalls, lock_ms=max(int(interval * 900), 1))
             except Exception as exc:
                 log.warning("stall rescue failed: %s", exc)
+            # The heartbeat outlives three missed beats, so `shunter status` shows a
+            # worker until ~3 maintenance periods after it died.
+            with contextlib.suppress(Exception):
+                await self.storage.heartbeat(self.id, self._heartbeat(),
+                                             max(int(interval * 3000), 5000))
             await asyncio.sleep(interval)
+
+    def _heartbeat(self) -> bytes:
+        host, pid = socket.gethostname(), os.getpid()
+        return codec.dumps({
+            "id": self.id, "queue": self.storage.keys.name, "host": host, "pid": pid,
+            "concurrency": self.concurrency, "running": len(self._running),
+            "started_at": self._started_at, "loop_lag": round(self.loop_lag, 4),
+            "counters": dict(self.counters),
+        })
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -277,9 +318,12 @@ class Worker:
             run.signal(Interrupt.SHUTDOWN)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.cancel_grace + 10)
+        await self.acker.stop()
         if self._lease is not None:
             self._lease.stop()
             await asyncio.to_thread(self._lease.join, 5)
+        with contextlib.suppress(Exception):
+            await self.storage.forget_worker(self.id)
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self._owned:
             await self._client.aclose()

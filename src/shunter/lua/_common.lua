@@ -41,13 +41,21 @@ local function schedule(jobkey, id, scheduled, marker, due)
   if #first == 0 or tonumber(first[2]) > due then wake(marker) end
 end
 
--- A fenced write must come from the attempt that holds the current token.
+-- A fenced write must come from the attempt that holds the current token. The token is
+-- checked first: an attempt that was overtaken is told so (TOKEN_MISMATCH) whatever state
+-- the job has reached since.
 local function check_lease(jobkey, token)
   local f = redis.call('HMGET', jobkey, 'state', 'token')
   if not f[1] then return ERR_NOT_FOUND end
-  if f[1] ~= 'active' then return ERR_NOT_IN_STATE end
   if f[2] ~= token then return ERR_TOKEN end
+  if f[1] ~= 'active' then return ERR_NOT_IN_STATE end
   return 0
+end
+
+-- Record which attempt settled the job (complete, retry, fail, abort, release), so a worker
+-- whose reply was lost can tell "my write landed" from "my lease was lost".
+local function settled(jobkey, token)
+  redis.call('HSET', jobkey, 'settled_token', token)
 end
 
 local function delete_job(prefix, id)
@@ -99,4 +107,67 @@ local function promote_due(scheduled, waiting, meta, events, marker, maxev, pref
     end
   end
   return #due
+end
+
+-- Take up to `count` waiting jobs for one worker (the body of `claim`, also run by
+-- `complete` to claim the next jobs in the same round trip). Due scheduled jobs are
+-- promoted first. Returns {jobs, next_due_ms, pending, paused} as documented in claim.lua.
+local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_limit, now)
+  promote_due(k.scheduled, k.waiting, k.meta, k.events, k.marker, maxev, prefix, now, promote_limit)
+
+  -- A job that cannot be claimed (its key is not a hash, its token is not an integer, or
+  -- its state disagrees with the index) is failed with the reason instead of run. It must
+  -- not raise: Redis does not undo a script that errors half-way, so the jobs popped with
+  -- it would be left in no index at all, and the worker would die on the error.
+  local function reject(jobkey, id, kind, message)
+    if redis.call('TYPE', jobkey)['ok'] ~= 'hash' then
+      redis.call('DEL', jobkey)  -- foreign data under our job key; the error says what it was
+      redis.call('HSET', jobkey, 'id', id, 'task', '')
+    end
+    redis.call('HSET', jobkey, 'state', 'failed', 'finished_at', now, 'error',
+      cjson.encode({type = kind, message = message, traceback = ''}))
+    redis.call('ZADD', k.failed, now, id)
+    emit(k.events, maxev, 'fail', id, 'failed')
+  end
+
+  local jobs = {}
+  local paused = redis.call('HEXISTS', k.meta, 'paused')
+  if paused == 0 and count > 0 then
+    local popped = redis.call('ZPOPMIN', k.waiting, count)
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local jobkey = prefix .. 'job:' .. id
+      local state = redis.pcall('HGET', jobkey, 'state')
+      if type(state) == 'table' then
+        reject(jobkey, id, 'DecodeError', 'job key holds a ' .. redis.call('TYPE', jobkey)['ok'] ..
+          ', not a hash; it was not run')
+      elseif state == 'waiting' then
+        local token = redis.pcall('HINCRBY', jobkey, 'token', 1)
+        if type(token) == 'table' then
+          reject(jobkey, id, 'DecodeError', 'job hash has a token that is not an integer; it was not run')
+        else
+          -- 'id' is written again for hashes written by hand without it: the worker needs it
+          redis.call('HSET', jobkey, 'state', 'active', 'started_at', now, 'worker', worker, 'id', id)
+          redis.call('ZADD', k.active, now + lease_ms, id)
+          emit(k.events, maxev, 'claim', id, 'active', 'token', token)
+          jobs[#jobs + 1] = redis.call('HGETALL', jobkey)
+        end
+      elseif state then
+        -- The index says waiting but the hash disagrees (written by hand, or corrupted):
+        -- surface it as a failed job instead of running it or losing it silently.
+        reject(jobkey, id, 'CorruptJob', 'job hash has state ' .. state .. ' but was in the waiting index')
+      end
+      -- no hash at all: a dangling id (the job was removed); dropping it is the repair
+    end
+    if redis.call('ZCARD', k.waiting) > 0 then wake(k.marker) end
+  end
+
+  local next_due = -1
+  local first = redis.call('ZRANGE', k.scheduled, 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    next_due = tonumber(first[2]) - now
+    if next_due < 0 then next_due = 0 end
+  end
+  local pending = redis.call('ZCARD', k.waiting) + redis.call('ZCARD', k.scheduled)
+  return {jobs, next_due, pending, paused}
 end

@@ -9,47 +9,7 @@ Returns {jobs, next_due_ms, pending, paused}: jobs is a list of HGETALL replies 
 new token); next_due_ms is ms until the earliest scheduled job (-1 if none); pending is
 waiting + scheduled after the claim; paused is 1 when the queue is paused.
 ]]
-local waiting, scheduled, active, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local events, marker, failed = KEYS[5], KEYS[6], KEYS[7]
-local prefix, count, lease_ms, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local maxev, promote_limit = ARGV[5], tonumber(ARGV[6])
-
-local now = now_ms()
-promote_due(scheduled, waiting, meta, events, marker, maxev, prefix, now, promote_limit)
-
-local jobs = {}
-local paused = redis.call('HEXISTS', meta, 'paused')
-if paused == 0 then
-  local popped = redis.call('ZPOPMIN', waiting, count)
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local jobkey = prefix .. 'job:' .. id
-    local state = redis.call('HGET', jobkey, 'state')
-    if state == 'waiting' then
-      local token = redis.call('HINCRBY', jobkey, 'token', 1)
-      redis.call('HSET', jobkey, 'state', 'active', 'started_at', now, 'worker', worker)
-      redis.call('ZADD', active, now + lease_ms, id)
-      emit(events, maxev, 'claim', id, 'active', 'token', token)
-      jobs[#jobs + 1] = redis.call('HGETALL', jobkey)
-    elseif state then
-      -- The index says waiting but the hash disagrees (written by hand, or corrupted):
-      -- surface it as a failed job instead of running it or losing it silently.
-      redis.call('HSET', jobkey, 'state', 'failed', 'finished_at', now, 'error',
-        cjson.encode({type = 'CorruptJob', message = 'job hash has state ' .. state ..
-          ' but was in the waiting index', traceback = ''}))
-      redis.call('ZADD', failed, now, id)
-      emit(events, maxev, 'fail', id, 'failed')
-    end
-    -- no hash at all: a dangling id (the job was removed); dropping it is the repair
-  end
-  if redis.call('ZCARD', waiting) > 0 then wake(marker) end
-end
-
-local next_due = -1
-local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-if #first > 0 then
-  next_due = tonumber(first[2]) - now
-  if next_due < 0 then next_due = 0 end
-end
-local pending = redis.call('ZCARD', waiting) + redis.call('ZCARD', scheduled)
-return {jobs, next_due, pending, paused}
+local k = {waiting = KEYS[1], scheduled = KEYS[2], active = KEYS[3], meta = KEYS[4],
+  events = KEYS[5], marker = KEYS[6], failed = KEYS[7]}
+return claim_jobs(k, ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5],
+  tonumber(ARGV[6]), now_ms())

@@ -1,17 +1,33 @@
---[[ complete: active -> completed with the handler's result; fenced.
-KEYS[1] active   KEYS[2] completed   KEYS[3] events
-ARGV[1] key prefix   ARGV[2] job id   ARGV[3] fencing token   ARGV[4] result as JSON
-ARGV[5] max length of the event stream
-Returns 1, or a negative ErrorCode (TOKEN_MISMATCH: another attempt owns the job).
+--[[ complete: active -> completed for one or many jobs (batched acks), each fenced by its
+own token; then, in the same round trip, claim up to N next jobs for the same worker.
+KEYS[1] waiting   KEYS[2] scheduled   KEYS[3] active   KEYS[4] meta   KEYS[5] events
+KEYS[6] marker    KEYS[7] failed      KEYS[8] completed
+ARGV[1] key prefix   ARGV[2] max length of the event stream
+ARGV[3] jobs to claim afterwards (0 = none)   ARGV[4] lease in ms   ARGV[5] worker id
+ARGV[6] max scheduled jobs to promote
+ARGV[7..] triples of job id, fencing token, result as JSON
+Returns {codes, jobs, next_due_ms, pending, paused}: one code per triple (1, or a negative
+ErrorCode such as TOKEN_MISMATCH when another attempt owns the job); the rest as claim.
 ]]
-local active, completed, events = KEYS[1], KEYS[2], KEYS[3]
-local prefix, id, token, result, maxev = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local jobkey = prefix .. 'job:' .. id
-local code = check_lease(jobkey, token)
-if code ~= 0 then return code end
+local k = {waiting = KEYS[1], scheduled = KEYS[2], active = KEYS[3], meta = KEYS[4],
+  events = KEYS[5], marker = KEYS[6], failed = KEYS[7], completed = KEYS[8]}
+local prefix, maxev, claim_count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
-redis.call('ZREM', active, id)
-redis.call('HSET', jobkey, 'state', 'completed', 'finished_at', now, 'result', result)
-emit(events, maxev, 'complete', id, 'completed')
-finish(jobkey, id, completed, prefix, now, 'keep_completed')
-return 1
+local codes = {}
+for i = 7, #ARGV, 3 do
+  local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local jobkey = prefix .. 'job:' .. id
+  local code = check_lease(jobkey, token)
+  if code == 0 then
+    redis.call('ZREM', k.active, id)
+    redis.call('HSET', jobkey, 'state', 'completed', 'finished_at', now, 'result', result,
+      'settled_token', token)
+    emit(k.events, maxev, 'complete', id, 'completed')
+    finish(jobkey, id, k.completed, prefix, now, 'keep_completed')
+    code = 1
+  end
+  codes[#codes + 1] = code
+end
+local claimed = claim_jobs(k, prefix, claim_count, tonumber(ARGV[4]), ARGV[5], maxev,
+  tonumber(ARGV[6]), now)
+return {codes, claimed[1], claimed[2], claimed[3], claimed[4]}

@@ -1,0 +1,1 @@
+"""shunter's benchmark suite: `make bench` (see BENCHMARKS.md)."""
