@@ -123,8 +123,7 @@ async def _invoke(worker: Worker, run: Running, task: Task) -> Ended:
         return err, (None if err else handler.result()), (Interrupt.LEASE_LOST if lost else None)
     reason = run.interrupt.result() if run.interrupt.done() else None
     # Stop the handler: async ones get CancelledError, sync ones see job.cancelled.
-    assert job._cancel_flag is not None
-    job._cancel_flag.set()
+    job._stop_asked = True
     if task.is_async:
         handler.cancel()
     await asyncio.wait({handler}, timeout=worker.cancel_grace)

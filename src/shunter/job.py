@@ -4,7 +4,6 @@ attempt that holds it (progress, log) and the ``cancelled`` flag for sync handle
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,7 +72,7 @@ class Job:
     :meth:`log` (async) or their ``_sync`` twins (sync handlers, in worker threads)."""
 
     __slots__ = (
-        "_cancel_flag", "_loop", "_stop_seen", "_storage", "_token", "attempts_made", "backoff",
+        "_in_worker", "_loop", "_stop_asked", "_stop_seen", "_storage", "_token", "attempts_made", "backoff",
         "cancel_reason", "cancel_requested", "cancelled_at", "cancelled_by", "created_at",
         "data", "decode_error", "deferrals", "error", "existing", "finished_at", "id",
         "max_attempts", "priority", "progress", "queue", "result", "scheduled_for",
@@ -84,7 +83,10 @@ class Job:
         self._storage = storage
         self._token: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._cancel_flag: threading.Event | None = None
+        #: Set when a worker runs this job (progress/log allowed); _stop_asked is set on the
+        #: loop and read from handler threads: a plain bool is enough under the GIL.
+        self._in_worker = False
+        self._stop_asked = False
         #: The handler read ``cancelled`` as True: whatever it returns next is unfinished work.
         self._stop_seen = False
         self.id = job_id
@@ -181,7 +183,7 @@ class Job:
     def cancelled(self) -> bool:
         """True once the worker asked this attempt to stop (user cancel, timeout, lost
         lease or shutdown). Sync handlers should poll it in long loops and return."""
-        if self._cancel_flag is None or not self._cancel_flag.is_set():
+        if not self._stop_asked:
             return False
         self._stop_seen = True
         return True
@@ -194,10 +196,10 @@ class Job:
     async def refresh(self) -> Job:
         """Re-read the job from Redis; raises :class:`~shunter.errors.JobNotFound` if it is gone."""
         fields = await self._storage.job_fields(self.id)
-        token, flag, loop = self._token, self._cancel_flag, self._loop
+        token = self._token
         self._load(fields)
-        if flag is not None:  # keep the handler context of a claimed job
-            self._token, self._cancel_flag, self._loop = token, flag, loop
+        if self._in_worker:  # keep the token of the attempt this handler runs
+            self._token = token
         return self
 
     async def wait(self, timeout: float | None = None) -> Any:
@@ -225,7 +227,7 @@ class Job:
         return await self._storage.logs(self.id, start, end)
 
     def _fence(self) -> int:
-        if self._token is None or self._cancel_flag is None:
+        if self._token is None or not self._in_worker:
             raise ShunterError("progress and log can only be written by the worker running the job")
         return self._token
 

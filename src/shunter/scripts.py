@@ -8,6 +8,7 @@ again: NOSCRIPT means the script did not run, so the retry is always safe.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-__all__ = ["SCRIPTS", "Script"]
+__all__ = ["CLAIM_FIELDS", "SCRIPTS", "Script"]
 
 _LUA = Path(__file__).parent / "lua"
 
@@ -60,3 +61,15 @@ def _load() -> dict[str, Script]:
 #: Every script by name; the names are the transitions of :mod:`shunter.states` plus the
 #: fenced writes and queue operations.
 SCRIPTS: dict[str, Script] = _load()
+
+
+def _claim_fields() -> tuple[bytes, ...]:
+    prelude = (_LUA / "_common.lua").read_text()
+    found = re.search(r"local CLAIM_FIELDS = \{(.*?)\}", prelude, re.S)
+    if found is None:
+        raise RuntimeError("lua/_common.lua defines no CLAIM_FIELDS")
+    return tuple(name.encode() for name in re.findall(r"'([a-z_]+)'", found.group(1)))
+
+
+#: The fields ``claim`` returns for each job, in order (defined once, in lua/_common.lua).
+CLAIM_FIELDS: tuple[bytes, ...] = _claim_fields()

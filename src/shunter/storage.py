@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import ErrorCode, InvalidInput, JobNotFound, JobNotInState, LeaseLost, ShunterError
 from .keys import QueueKeys
-from .scripts import SCRIPTS, Arg
+from .scripts import CLAIM_FIELDS, SCRIPTS, Arg
 from .states import State
 
 __all__ = ["UNAVAILABLE", "ClaimResult", "Counts", "JobSpec", "Storage"]
@@ -49,7 +49,7 @@ class JobSpec:
 
 @dataclass(slots=True)
 class ClaimResult:
-    jobs: list[dict[bytes, bytes]]  #: HGETALL of each claimed job (state active, new token)
+    jobs: list[dict[bytes, bytes]]  #: CLAIM_FIELDS of each claimed job (state active, new token)
     next_due_ms: int  #: ms until the earliest scheduled job, -1 if none
     pending: int  #: waiting + scheduled after the claim
     paused: bool
@@ -73,6 +73,11 @@ def raise_for(code: int, keys: QueueKeys, job_id: str, transition: str) -> None:
 
 def pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def claimed(values: Sequence[bytes | None]) -> dict[bytes, bytes]:
+    """One claimed job from its CLAIM_FIELDS values (absent fields left out)."""
+    return {name: value for name, value in zip(CLAIM_FIELDS, values, strict=True) if value is not None}
 
 
 def enqueue_call(k: QueueKeys, spec: JobSpec, maxev: int) -> Call:
@@ -169,7 +174,7 @@ class Storage:
         jobs, next_due, pending, paused = await self._run(
             "claim", [k.waiting, k.scheduled, k.active, k.meta, k.events, k.marker, k.failed],
             [k.prefix, count, lease_ms, worker_id, self.max_events, promote_limit])
-        return ClaimResult([pairs(j) for j in jobs], int(next_due), int(pending), bool(paused))
+        return ClaimResult([claimed(j) for j in jobs], int(next_due), int(pending), bool(paused))
 
     async def complete_many(self, done: Sequence[tuple[str, int, bytes]], *, claim: int = 0,
                             lease_ms: int = 0, worker_id: str = "",
@@ -185,7 +190,7 @@ class Storage:
             "complete", [k.waiting, k.scheduled, k.active, k.meta, k.events, k.marker, k.failed,
                          k.completed], args)
         return ([int(c) for c in codes],
-                ClaimResult([pairs(j) for j in jobs], int(next_due), int(pending), bool(paused)))
+                ClaimResult([claimed(j) for j in jobs], int(next_due), int(pending), bool(paused)))
 
     async def renew(self, lease_ms: int, held: Sequence[tuple[str, int]]) -> list[int]:
         """Extend leases; one code per job (1 ok, 2 ok + cancel requested, < 0 lost)."""

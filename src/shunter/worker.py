@@ -244,7 +244,7 @@ class Worker:
         """Begin running one job just claimed (by the fetcher or the acker)."""
         job = Job(self.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)
         job._loop = asyncio.get_running_loop()
-        job._cancel_flag = threading.Event()
+        job._in_worker = True
         run = Running(job, job._loop.create_future())
         self._running[job.id] = run
         timeout = job.timeout or (self.tasks[job.task].timeout if job.task in self.tasks else None)

@@ -109,6 +109,13 @@ local function promote_due(scheduled, waiting, meta, events, marker, maxev, pref
   return #due
 end
 
+-- The fields a worker needs of a claimed job, in this order (shunter.scripts reads this
+-- list, so Python decodes the reply with the same one). Not HGETALL: a retried job's old
+-- traceback and the bookkeeping fields would be parsed for nothing on the hot path.
+local CLAIM_FIELDS = {'id', 'task', 'data', 'state', 'token', 'priority', 'attempts_made',
+  'max_attempts', 'stalls', 'deferrals', 'timeout_ms', 'backoff', 'created_at', 'started_at',
+  'progress', 'cancel_requested'}
+
 -- Take up to `count` waiting jobs for one worker (the body of `claim`, also run by
 -- `complete` to claim the next jobs in the same round trip). Due scheduled jobs are
 -- promoted first. Returns {jobs, next_due_ms, pending, paused} as documented in claim.lua.
@@ -150,7 +157,7 @@ local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_lim
           redis.call('HSET', jobkey, 'state', 'active', 'started_at', now, 'worker', worker, 'id', id)
           redis.call('ZADD', k.active, now + lease_ms, id)
           emit(k.events, maxev, 'claim', id, 'active', 'token', token)
-          jobs[#jobs + 1] = redis.call('HGETALL', jobkey)
+          jobs[#jobs + 1] = redis.call('HMGET', jobkey, unpack(CLAIM_FIELDS))
         end
       elseif state then
         -- The index says waiting but the hash disagrees (written by hand, or corrupted):
