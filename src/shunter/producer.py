@@ -74,10 +74,11 @@ def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
     codec.validate_task_name(task)
     job_id = uuid.uuid4().hex if job_id is None else codec.validate_job_id(job_id)
     delay_ms, run_at_ms = _when(delay, run_at)
+    priority = _int_in(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
     fields: list[Any] = [
         "task", task,
         "data", codec.dumps(data, "payload", max_payload_bytes),
-        "priority", _int_in(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY),
+        "priority", priority,
         "max_attempts", _int_in(attempts, "attempts", 1, MAX_ATTEMPTS),
         "keep_completed", Retention.coerce(keep_completed, "keep_completed").encode(),
         "keep_failed", Retention.coerce(keep_failed, "keep_failed").encode(),
@@ -94,7 +95,7 @@ def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
         ):
             raise InvalidInput(f"timeout must be seconds in (0, 7 days], got {timeout!r}")
         fields += ("timeout_ms", max(int(timeout * 1000), 1))
-    return JobSpec(job_id, delay_ms, run_at_ms, fields)
+    return JobSpec(job_id, delay_ms, run_at_ms, priority, fields)
 
 
 def spec_from_mapping(entry: Mapping[str, Any], max_payload_bytes: int) -> JobSpec:

@@ -34,6 +34,7 @@ from .storage import (
     JobSpec,
     Storage,
     cancel_call,
+    chunks,
     enqueue_call,
     enqueue_result,
     index_key,
@@ -92,8 +93,8 @@ class Queue:
                           attempts=attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed,
                           max_payload_bytes=self.max_payload_bytes)
-        created, state = enqueue_result(SCRIPTS["enqueue"].run_sync(
-            self._client, *enqueue_call(self.keys, spec, self.max_events)))
+        ((created, state),) = enqueue_result(SCRIPTS["enqueue"].run_sync(
+            self._client, *enqueue_call(self.keys, [spec], self.max_events)))
         job = self._job(spec.job_id, created, state)
         if created:
             job.task, job.data = task, data
@@ -111,17 +112,19 @@ class Queue:
         script = SCRIPTS["enqueue"]
         for _ in range(2):
             with self._client.pipeline(transaction=False) as pipe:
-                for spec in specs:
-                    keys, args = enqueue_call(self.keys, spec, self.max_events)
+                for chunk in chunks(specs):
+                    keys, args = enqueue_call(self.keys, chunk, self.max_events)
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
                 replies = pipe.execute(raise_on_error=False)
             if not any(isinstance(r, NoScriptError) for r in replies):
                 break
             self._client.script_load(script.source)
+        results: list[tuple[bool, State]] = []
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [enqueue_result(r) for r in replies]
+            results += enqueue_result(reply)
+        return results
 
     def get_job(self, job_id: str) -> Job:
         """A snapshot of the job; raises :class:`~shunter.errors.JobNotFound`."""
