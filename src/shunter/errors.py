@@ -77,9 +77,12 @@ class JobNotInState(ShunterError):
 
 
 class LeaseLost(ShunterError):
-    """This worker no longer holds the job: its lease expired and the job moved on.
+    """This attempt no longer holds the job: the fencing token it presented is not the
+    job's current one (its lease expired, the job was rescued and claimed again).
 
-    The write was rejected by the fencing token; nothing was changed.
+    The write was rejected; nothing was changed. (A write after a rescue that has not yet
+    been claimed again is refused with :class:`JobNotInState`; the worker treats both as
+    a lost lease.)
     """
 
     def __init__(self, job_id: str, transition: str) -> None:

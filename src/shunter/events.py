@@ -10,7 +10,7 @@ from . import codec
 from .connection import RedisLike, async_client
 from .storage import Storage
 
-__all__ = ["Event", "QueueEvents"]
+__all__ = ["Event", "QueueEvents", "progress_of"]
 
 
 @dataclass(frozen=True, slots=True)

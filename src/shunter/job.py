@@ -17,7 +17,7 @@ from .states import TERMINAL_STATES, State
 if TYPE_CHECKING:
     from .storage import Storage
 
-__all__ = ["Job", "JobError"]
+__all__ = ["Job", "JobError", "JobFailed"]
 
 #: Cap on one log line (bytes of UTF-8); longer lines are cut with a marker.
 MAX_LOG_LINE = 8192

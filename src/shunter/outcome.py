@@ -56,6 +56,15 @@ class Task:
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise InvalidInput(f"task handler must be callable, got {self.fn!r}")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float))
+            or not 0 < self.timeout <= 7 * 86400
+        ):
+            raise InvalidInput(f"Task timeout must be seconds in (0, 7 days], got {self.timeout!r}")
+        if self.backoff is not None and not (isinstance(self.backoff, Backoff) or callable(self.backoff)):
+            raise InvalidInput(f"Task backoff must be a Backoff or a callable, got {self.backoff!r}")
+        if self.classify is not None and not callable(self.classify):
+            raise InvalidInput(f"Task classify must be callable, got {self.classify!r}")
         call = getattr(self.fn, "__call__", None)  # noqa: B004 - async callable objects
         self.is_async = inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(call)
 

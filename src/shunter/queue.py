@@ -110,7 +110,11 @@ class Queue:
 
     async def job_ids(self, state: State | str, start: int = 0, end: int = -1) -> list[str]:
         """Ids of jobs in ``state`` (waiting/active/scheduled oldest first, finished newest first)."""
-        return await self.storage.job_ids(State(state), start, end)
+        try:
+            wanted = State(state)
+        except ValueError:
+            raise InvalidInput(f"unknown state {state!r}; one of {', '.join(State)}") from None
+        return await self.storage.job_ids(wanted, start, end)
 
     async def pause(self) -> None:
         """Stop workers from claiming new jobs (active jobs finish)."""

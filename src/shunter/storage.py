@@ -2,8 +2,8 @@
 
 One method per Lua script, with the script's name, typed arguments and typed results;
 a negative reply is turned into the matching exception of :mod:`shunter.errors`. The
-argument lists are built by the ``_*_call`` helpers so the blocking twin in
-:mod:`shunter.sync_storage` sends exactly the same commands.
+argument lists of the scripts that blocking code also runs are built by the ``*_call``
+helpers, so :mod:`shunter.sync` and the lease keeper thread send exactly the same commands.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-import redis
-import redis.asyncio
+import redis as redis_lib
+from redis import asyncio as redis_asyncio
 from redis.exceptions import NoScriptError
 
 from . import codec
@@ -46,21 +46,22 @@ __all__ = ["Queue"]
 
 class Queue:
     """Blocking twin of :class:`shunter.Queue` for producers: ``add``, ``add_bulk``,
-    ``get_job``, ``wait``, ``counts``, ``cancel``. ``redis`` is a URL or a ``redis.Redis``."""
+    ``get_job``, ``wait``, ``counts``, ``cancel``. ``redis`` is a URL, a blocking
+    ``redis.Redis`` client (used as is), or None for the same default as :class:`shunter.Queue`."""
 
-    def __init__(self, name: str, redis_url: str | redis.Redis | None = None, *,
+    def __init__(self, name: str, redis: str | redis_lib.Redis | None = None, *,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
                  max_events: int = DEFAULT_MAX_EVENTS) -> None:
         self.name = codec.validate_queue_name(name)
-        if isinstance(redis_url, redis.Redis):
-            self._client, self._owned = redis_url, False
+        if isinstance(redis, redis_lib.Redis):
+            self._client, self._owned = redis, False
             url = None
         else:
-            url = resolve_url(redis_url)
-            self._client, self._owned = redis.Redis.from_url(url, decode_responses=False), True
+            url = resolve_url(redis)
+            self._client, self._owned = redis_lib.Redis.from_url(url, decode_responses=False), True
         # Jobs carry an asyncio Storage so `await job.refresh()` works where there is a loop;
         # it does not connect unless used.
-        twin = async_twin(self._client) if url is None else redis.asyncio.Redis.from_url(url)
+        twin = async_twin(self._client) if url is None else redis_asyncio.Redis.from_url(url)
         self._jobs_storage = Storage(twin, name, max_events=max_events,
                                      max_payload_bytes=max_payload_bytes)
         self.keys = self._jobs_storage.keys

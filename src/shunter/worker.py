@@ -33,7 +33,7 @@ from .lease import LeaseKeeper
 from .options import Backoff
 from .outcome import Classifier, Task
 from .producer import DEFAULT_BACKOFF
-from .storage import DEFAULT_MAX_PAYLOAD, UNAVAILABLE, Storage
+from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, UNAVAILABLE, Storage
 
 __all__ = ["Worker"]
 
@@ -60,6 +60,9 @@ class Worker:
     - ``classify``: ``(exc, job) -> Decision | RetryAfter | None`` for every task.
     - ``max_deferrals``: how often a job may defer itself with :class:`RetryAfter`.
     - ``batch``: most jobs claimed per round trip (default: ``min(concurrency, 50)``).
+    - ``max_payload_bytes`` / ``max_events``: caps on results and progress, and on the
+      queue's event stream, as for :class:`~shunter.Queue` (use the same values on both).
+    - ``name``: the worker id shown in jobs and events (default ``host:pid:random``).
     """
 
     def __init__(self, queue: str, tasks: Mapping[str, Callable[..., Any] | Task],
@@ -68,7 +71,8 @@ class Worker:
                  cancel_grace: float = 5.0, classify: Classifier | None = None,
                  default_backoff: Backoff = DEFAULT_BACKOFF, max_deferrals: int = 100,
                  batch: int | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
-                 block_timeout: float = 5.0, name: str | None = None) -> None:
+                 max_events: int = DEFAULT_MAX_EVENTS, block_timeout: float = 5.0,
+                 name: str | None = None) -> None:
         codec.validate_queue_name(queue)
         if not isinstance(tasks, Mapping) or not tasks:
             raise InvalidInput("tasks must be a non-empty mapping of task name -> handler")
@@ -86,11 +90,19 @@ class Worker:
         default_batch = min(self.concurrency, 50)
         self.batch = int(_positive(default_batch if batch is None else batch, "batch", 1, 1000))
         self.block_timeout = _positive(block_timeout, "block_timeout", 0.01, 60)
+        if classify is not None and not callable(classify):
+            raise InvalidInput(f"classify must be callable, got {classify!r}")
+        if not isinstance(default_backoff, Backoff):
+            raise InvalidInput(f"default_backoff must be a Backoff, got {default_backoff!r}")
         self.classify = classify
         self.default_backoff = default_backoff
+        if name is not None and (not isinstance(name, str) or not name.isprintable()
+                                 or not 0 < len(name) <= 200):
+            raise InvalidInput(f"worker name must be 1-200 printable characters, got {name!r}")
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._client, self._owned = async_client(redis)
-        self.storage = Storage(self._client, queue, max_payload_bytes=max_payload_bytes)
+        self.storage = Storage(self._client, queue, max_payload_bytes=max_payload_bytes,
+                               max_events=int(_positive(max_events, "max_events", 100, 10_000_000)))
         #: Jobs completed, retried, failed, cancelled, released, and commits refused.
         self.counters: Counter[str] = Counter()
         self.server: ServerReport | None = None
