@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo test lint typecheck check clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,23 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# Benchmarks (BENCHMARKS.md): shunter and two peers, pinned, each in its own virtualenv.
+PEER := bench/.venv-peer
+$(PEER)/.installed-stamp:
+	$(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/pip install --quiet "arq==0.28.0" "saq[redis,hiredis]==0.26.4" "typing_extensions>=4.12"
+	touch $@
+
+bench: $(STAMP) $(PEER)/.installed-stamp
+	$(BIN)/pip install --quiet "uvloop>=0.21"
+	$(BIN)/python -m bench.run --runs 3 --uvloop --peers arq,saq --peer-python $(PEER)/bin/python
+
+bench-quick: $(STAMP) $(PEER)/.installed-stamp
+	$(BIN)/pip install --quiet "uvloop>=0.21"
+	$(BIN)/python -m bench.run --quick --uvloop --peers arq,saq --peer-python $(PEER)/bin/python
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
 
 check: lint test

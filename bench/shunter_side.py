@@ -107,10 +107,29 @@ async def drain(url: str, queue: str, n: int, concurrency: int, mode: str,
     return result
 
 
+async def fill(url: str, queue: str, n: int, payload: int, spaced: float) -> dict[str, Any]:
+    """Put n jobs in the queue (not timed): in chunks of 1,000, or one every `spaced`
+    seconds carrying the time they were sent (the latency workload)."""
+    q = Queue(queue, url)
+    data = "x" * payload
+    if spaced:
+        next_at = time.perf_counter()
+        for i in range(n):
+            await q.add("noop", {"i": i, "t": time.time()})
+            next_at += spaced
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    else:
+        for start in range(0, n, 1000):
+            await q.add_bulk([{"task": "noop", "data": {"i": i, "p": data} if payload else {"i": i}}
+                              for i in range(start, min(start + 1000, n))])
+    await q.close()
+    return {"filled": n}
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     p = argparse.ArgumentParser()
-    p.add_argument("action", choices=["enqueue", "drain"])
+    p.add_argument("action", choices=["enqueue", "fill", "drain"])
     p.add_argument("--url", required=True)
     p.add_argument("--queue", required=True)
     p.add_argument("-n", type=int, required=True)
@@ -120,12 +139,15 @@ def main() -> None:
     p.add_argument("--mode", default="noop")
     p.add_argument("--until-empty", action="store_true")
     p.add_argument("--uvloop", action="store_true")
+    p.add_argument("--spaced", type=float, default=0.0)
     a = p.parse_args()
     if a.uvloop:
         import uvloop
         uvloop.install()
     if a.action == "enqueue":
         out = asyncio.run(enqueue(a.url, a.queue, a.n, a.bulk, a.payload))
+    elif a.action == "fill":
+        out = asyncio.run(fill(a.url, a.queue, a.n, a.payload, a.spaced))
     else:
         out = asyncio.run(drain(a.url, a.queue, a.n, a.concurrency, a.mode, a.until_empty))
     print(json.dumps(out), flush=True)
