@@ -41,16 +41,25 @@ class Interrupt(Enum):
 
 @dataclass(slots=True)
 class Running:
-    """One attempt in flight: the job and the future that carries an interrupt."""
+    """One attempt in flight: the job, why it was interrupted (the first reason wins), and
+    the future the executor sleeps on until the handler ends, times out or is interrupted.
+    (One future woken by three callbacks: asyncio.wait would build sets, futures and
+    callbacks for every job.)"""
 
     job: Job
-    interrupt: asyncio.Future[Interrupt]
+    reason: Interrupt | None = None
+    waiter: asyncio.Future[None] | None = None
     handler: asyncio.Future[Any] | None = None
     abandoned: bool = field(default=False)
 
     def signal(self, reason: Interrupt) -> None:
-        if not self.interrupt.done():
-            self.interrupt.set_result(reason)
+        if self.reason is None:
+            self.reason = reason
+            self.wake()
+
+    def wake(self, _: object = None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 class HandlerExit(Exception):
@@ -113,15 +122,21 @@ async def _invoke(worker: Worker, run: Running, task: Task) -> Ended:
         handler = asyncio.wrap_future(worker.pool.submit(ctx.run, _call_sync, task.fn, job))
     run.handler = handler
     timeout = job.timeout or task.timeout or worker.job_timeout
-    done, _ = await asyncio.wait({handler, run.interrupt}, timeout=timeout,
-                                 return_when=asyncio.FIRST_COMPLETED)
-    if handler in done:
+    if run.reason is None:  # an interrupt may have come before the handler started
+        run.waiter = loop.create_future()
+        handler.add_done_callback(run.wake)
+        timer = loop.call_later(timeout, run.wake)
+        try:
+            await run.waiter
+        finally:
+            timer.cancel()
+    if handler.done():
         # It ended by itself: its outcome stands, unless the lease is gone (then the commit
         # would be refused anyway, and we say why in the log instead).
-        lost = run.interrupt.done() and run.interrupt.result() is Interrupt.LEASE_LOST
+        lost = run.reason is Interrupt.LEASE_LOST
         err = handler.exception()
         return err, (None if err else handler.result()), (Interrupt.LEASE_LOST if lost else None)
-    reason = run.interrupt.result() if run.interrupt.done() else None
+    reason = run.reason
     # Stop the handler: async ones get CancelledError, sync ones see job.cancelled.
     job._stop_asked = True
     if task.is_async:

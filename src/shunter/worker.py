@@ -257,7 +257,7 @@ class Worker:
         job = Job(self.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)
         job._loop = asyncio.get_running_loop()
         job._in_worker = True
-        run = Running(job, job._loop.create_future())
+        run = Running(job)
         self._running[job.id] = run
         timeout = job.timeout or (self.tasks[job.task].timeout if job.task in self.tasks else None)
         hard = time.monotonic() + (timeout or self.job_timeout) + self.cancel_grace + self.lease
