@@ -82,8 +82,10 @@ local function trim(index, prefix, now, count, age_ms)
 end
 
 -- Put a job into a terminal index, honouring the retention rule stored on the job
--- ("<count>:<age_ms>"); a count of 0 deletes the job at once.
-local function finish(jobkey, id, index, prefix, now, keep_field)
+-- ("<count>:<age_ms>"); a count of 0 deletes the job at once. A script that finishes many
+-- jobs passes `trims` to collect the rule per index and trim once at the end (see
+-- trim_all): trimming after every job of a batch is most of a completion's server work.
+local function finish(jobkey, id, index, prefix, now, keep_field, trims)
   local keep = redis.call('HGET', jobkey, keep_field) or '-1:-1'
   local count, age = string.match(keep, '^(-?%d+):(-?%d+)$')
   count, age = tonumber(count) or -1, tonumber(age) or -1
@@ -91,8 +93,16 @@ local function finish(jobkey, id, index, prefix, now, keep_field)
     delete_job(prefix, id)
   else
     redis.call('ZADD', index, now, id)
-    trim(index, prefix, now, count, age)
+    if trims then
+      trims[index] = {count, age}
+    else
+      trim(index, prefix, now, count, age)
+    end
   end
+end
+
+local function trim_all(trims, prefix, now)
+  for index, rule in pairs(trims) do trim(index, prefix, now, rule[1], rule[2]) end
 end
 
 -- Move due scheduled jobs to waiting (the body of `promote`, also run by `claim`).

@@ -14,6 +14,7 @@ local k = {waiting = KEYS[1], scheduled = KEYS[2], active = KEYS[3], meta = KEYS
 local prefix, maxev, claim_count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 local codes = {}
+local trims = {}
 for i = 7, #ARGV, 3 do
   local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jobkey = prefix .. 'job:' .. id
@@ -23,11 +24,12 @@ for i = 7, #ARGV, 3 do
     redis.call('HSET', jobkey, 'state', 'completed', 'finished_at', now, 'result', result,
       'settled_token', token)
     emit(k.events, maxev, 'complete', id, 'completed')
-    finish(jobkey, id, k.completed, prefix, now, 'keep_completed')
+    finish(jobkey, id, k.completed, prefix, now, 'keep_completed', trims)
     code = 1
   end
   codes[#codes + 1] = code
 end
+trim_all(trims, prefix, now)
 local claimed = claim_jobs(k, prefix, claim_count, tonumber(ARGV[4]), ARGV[5], maxev,
   tonumber(ARGV[6]), now)
 return {codes, claimed[1], claimed[2], claimed[3], claimed[4]}
