@@ -8,7 +8,7 @@ before anything is written.
 from __future__ import annotations
 
 import math
-import uuid
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,18 @@ def _int_in(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
+_KEEP_COMPLETED_CODE = DEFAULT_KEEP_COMPLETED.encode()
+_KEEP_FAILED_CODE = DEFAULT_KEEP_FAILED.encode()
+
+
+def _keep(value: Retention | int, what: str) -> str:
+    if value is DEFAULT_KEEP_COMPLETED:  # the defaults are encoded once, not per job
+        return _KEEP_COMPLETED_CODE
+    if value is DEFAULT_KEEP_FAILED:
+        return _KEEP_FAILED_CODE
+    return Retention.coerce(value, what).encode()
+
+
 def _when(delay: float | None, run_at: datetime | None) -> tuple[int, int | None]:
     if delay is not None and run_at is not None:
         raise InvalidInput("give delay or run_at, not both")
@@ -72,7 +84,8 @@ def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
                max_payload_bytes: int) -> JobSpec:
     """Check every option and encode the job; raises :class:`InvalidInput` on bad input."""
     codec.validate_task_name(task)
-    job_id = uuid.uuid4().hex if job_id is None else codec.validate_job_id(job_id)
+    # 128 random bits as 32 hex digits (what uuid4().hex gives, without building a UUID)
+    job_id = os.urandom(16).hex() if job_id is None else codec.validate_job_id(job_id)
     delay_ms, run_at_ms = _when(delay, run_at)
     priority = _int_in(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
     fields: list[Any] = [
@@ -80,8 +93,8 @@ def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
         "data", codec.dumps(data, "payload", max_payload_bytes),
         "priority", priority,
         "max_attempts", _int_in(attempts, "attempts", 1, MAX_ATTEMPTS),
-        "keep_completed", Retention.coerce(keep_completed, "keep_completed").encode(),
-        "keep_failed", Retention.coerce(keep_failed, "keep_failed").encode(),
+        "keep_completed", _keep(keep_completed, "keep_completed"),
+        "keep_failed", _keep(keep_failed, "keep_failed"),
     ]
     if backoff is not None:
         if not isinstance(backoff, Backoff):
