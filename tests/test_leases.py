@@ -69,7 +69,7 @@ async def test_blocking_the_loop_for_three_leases_keeps_the_lease(queue: Queue,
     done = await queue.get_job(job.id)
     claims = await events(queue.storage, job.id, "claim")
     assert [c["token"] for c in claims] == ["1"]
-    assert done.stalls == 0 and done.attempts_made == 0
+    assert done.stalls == 0 and done.attempts_made == 1
     assert await events(queue.storage, job.id, "rescue") == []
     assert b.worker.counters["completed"] == 0
     assert a.worker.loop_lag >= 2.0
@@ -166,7 +166,7 @@ async def test_late_outcome_of_a_rescued_job_is_rejected(queue: Queue, start_wor
     assert await job.wait(timeout=5) == "token 2"  # A claims it again once its slot is free
     await a.stop()
     done = await queue.get_job(job.id)
-    assert (done.attempts_made, done.stalls, done.error) == (0, 1, None)  # no retry recorded
+    assert (done.attempts_made, done.stalls, done.error) == (1, 1, None)  # no retry recorded
     assert a.worker.counters["retried"] == 0
     assert a.worker.counters["lease_lost"] == 1
     assert [e["event"] for e in await events(queue.storage, job.id)] == [
@@ -268,7 +268,7 @@ async def test_kill_9_mid_job_is_rescued_and_completed(queue: Queue, start_worke
     # the lease runs out, the next stall check (every lease/2) rescues it, the claim is at once
     assert time.monotonic() - killed < lease + lease / 2 + 1.0
     done = await queue.get_job(job.id)
-    assert done.stalls == 1 and done.attempts_made == 0
+    assert done.stalls == 1 and done.attempts_made == 1
     assert [e["event"] for e in await events(queue.storage, job.id)] == [
         "enqueue", "claim", "rescue", "claim", "complete"]
 
@@ -281,7 +281,7 @@ async def test_sigterm_lets_the_job_in_flight_finish(queue: Queue, worker_proces
     assert await asyncio.to_thread(proc.wait, 10) == 0
     done = await queue.get_job(job.id)
     assert (done.state, done.result) == (State.COMPLETED, "finished in the subprocess")
-    assert done.attempts_made == 0 and done.stalls == 0
+    assert done.attempts_made == 1 and done.stalls == 0
 
 
 async def test_sigterm_hands_back_a_long_job_without_using_an_attempt(

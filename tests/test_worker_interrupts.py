@@ -34,7 +34,7 @@ async def test_timed_out_async_job_is_a_retryable_failure(queue: Queue, start_wo
     start_worker({"slow": slow})
     assert await job.wait(timeout=5) == "second time lucky"
     done = await queue.get_job(job.id)
-    assert interrupted == [1] and done.attempts_made == 1 and calls[job.id] == 2
+    assert interrupted == [1] and done.attempts_made == 2 and calls[job.id] == 2
     assert done.error is not None and done.error.type == "JobTimeout"
     assert "timeout of 0.2s" in done.error.message
     claim, retry = [e for e in await events(queue.storage, job.id) if e["event"] in ("claim", "retry")][:2]

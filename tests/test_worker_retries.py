@@ -63,7 +63,7 @@ async def test_exponential_backoff_grows_and_is_jittered(queue: Queue, start_wor
     assert await job.wait(timeout=10) == "ok"
     first, second, third = await retry_delays(queue.storage, job.id)
     assert 50 <= first <= 150 and 100 <= second <= 300 and 200 <= third <= 600
-    assert (await queue.get_job(job.id)).attempts_made == 3 and calls[job.id] == 4
+    assert (await queue.get_job(job.id)).attempts_made == 4 and calls[job.id] == 4
 
 
 async def test_jitter_spreads_retries_and_scheduled_for_matches_the_delay(
@@ -188,7 +188,7 @@ async def test_worker_classifier_maps_errors(queue: Queue, start_worker: Any) ->
     assert (done.state, done.attempts_made) == (State.FAILED, 1)
     assert await deferred.wait(timeout=5) == "ok"
     done = await queue.get_job(deferred.id)
-    assert (done.attempts_made, done.deferrals, calls[deferred.id]) == (0, 2, 3)
+    assert (done.attempts_made, done.deferrals, calls[deferred.id]) == (1, 2, 3)
     assert await retry_delays(queue.storage, deferred.id) == [100, 100]
     for job in (broken, default):
         done = await settled(queue, job.id)
@@ -233,7 +233,7 @@ async def test_retry_after_defers_without_using_an_attempt(queue: Queue, start_w
     start_worker({"t": handler})
     assert await job.wait(timeout=5) == "ok after 2 deferrals"
     done = await queue.get_job(job.id)
-    assert (done.attempts_made, done.deferrals, calls[job.id]) == (0, 2, 3)
+    assert (done.attempts_made, done.deferrals, calls[job.id]) == (1, 2, 3)
     assert await retry_delays(queue.storage, job.id) == [200, 200]
 
 

@@ -171,7 +171,8 @@ class Job:
 
     @property
     def attempt(self) -> int:
-        """The number of the attempt running now (1-based) or the next one to run."""
+        """While the job runs: the number of the running attempt (1-based). Before a run,
+        the number of the next one."""
         return self.attempts_made + 1
 
     @property

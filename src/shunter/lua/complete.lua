@@ -21,6 +21,7 @@ for i = 7, #ARGV, 3 do
   local code = check_lease(jobkey, token)
   if code == 0 then
     redis.call('ZREM', k.active, id)
+    redis.call('HINCRBY', jobkey, 'attempts_made', 1)  -- the successful attempt counts too
     redis.call('HSET', jobkey, 'state', 'completed', 'finished_at', now, 'result', result,
       'settled_token', token)
     emit(k.events, maxev, 'complete', id, 'completed')
