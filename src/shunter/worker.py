@@ -159,7 +159,13 @@ class Worker:
         try:
             await self._fetch(burst)
         finally:
+            # The flag, not only the cancel, ends the maintenance loop: on Python 3.11 a
+            # cancel that lands while redis-py sends a command is lost (asyncio.wait_for
+            # swallows it), and the task would go on rescuing after run() returned.
+            self._stopping = True
+            self._stop.set()
             maintenance.cancel()
+            await asyncio.wait({maintenance}, timeout=5)
             await self._shutdown()
             for sig in signals:
                 loop.remove_signal_handler(sig)
@@ -246,7 +252,12 @@ class Worker:
         stopper.cancel()
         if not blocker.done():
             blocker.cancel()  # redis-py drops the connection of a cancelled blocking call
-            await asyncio.wait({blocker})
+            await asyncio.wait({blocker}, timeout=0.1)
+            if not blocker.done():
+                # The cancel was lost (Python 3.11, see run()): the BZPOPMIN would hold
+                # shutdown for its whole timeout. Closing the pool ends it; drop it.
+                blocker.add_done_callback(_retrieve)
+                return
         elif isinstance(blocker.exception(), UNAVAILABLE):
             await self._server_unavailable(blocker.exception() or Exception())
         if not blocker.cancelled():
@@ -299,7 +310,7 @@ class Worker:
         lock in the script keeps the whole fleet to one rescue per period. Each round also
         refreshes this worker's heartbeat (``shunter:{queue}:worker:<id>``, SET PX)."""
         interval = max(self.lease / 2, 0.05)
-        while True:
+        while not self._stopping:
             try:
                 await self.storage.rescue(self.max_stalls, lock_ms=max(int(interval * 900), 1))
             except Exception as exc:
@@ -309,7 +320,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self.storage.heartbeat(self.id, self._heartbeat(),
                                              max(int(interval * 3000), 5000))
-            await asyncio.sleep(interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
 
     def _heartbeat(self) -> bytes:
         host, pid = socket.gethostname(), os.getpid()
@@ -340,3 +352,9 @@ class Worker:
         if self._owned:
             await self._client.aclose()
         log.info("worker %s stopped: %s", self.id, dict(self.counters))
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a dropped future's outcome as seen, so asyncio does not log it."""
+    if not fut.cancelled():
+        fut.exception()
