@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` runs the main job, `make test` the tests.
+# The two commands of the README: `make demo` runs the main job (the scenarios on an owned
+# embedded server, no Redis needed), `make test` the tests.
 # Each creates .venv and installs shunter into it on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/shunter demo
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -27,11 +28,9 @@ $(PEER)/.installed-stamp:
 	touch $@
 
 bench: $(STAMP) $(PEER)/.installed-stamp
-	$(BIN)/pip install --quiet "uvloop>=0.21"
 	$(BIN)/python -m bench.run --runs 3 --uvloop --peers arq,saq --peer-python $(PEER)/bin/python
 
 bench-quick: $(STAMP) $(PEER)/.installed-stamp
-	$(BIN)/pip install --quiet "uvloop>=0.21"
 	$(BIN)/python -m bench.run --quick --uvloop --peers arq,saq --peer-python $(PEER)/bin/python
 
 lint: $(STAMP)

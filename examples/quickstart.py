@@ -4,7 +4,7 @@ Enqueues a multi-stage job that reports progress, a flaky job that succeeds on i
 attempt, a job that fails into the dead-letter set, a scheduled job and a sync handler;
 follows the queue's events to print live progress; prints a summary; deletes the queue.
 
-    .venv/bin/python examples/quickstart.py      # uses $SHUNTER_REDIS_URL or the local Redis
+    .venv/bin/python examples/quickstart.py      # uses $SHUNTER_REDIS_URL or the embedded server
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import uuid
 from shunter import Backoff, Job, JobFailed, Queue, QueueEvents, Worker
 from shunter.events import progress_of
 
-# The server: $SHUNTER_REDIS_URL, else the local Redis. (Given no URL at all, shunter
-# itself would use its embedded server; the demo moves there when that work lands.)
-REDIS_URL = os.environ.get("SHUNTER_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The server: $SHUNTER_REDIS_URL, else (None) shunter's embedded server in ./.shunter,
+# started on first use and left running for the next run (`shunter server stop` ends it).
+REDIS_URL = os.environ.get("SHUNTER_REDIS_URL")
 
 STAGES = ["outline", "research", "draft", "review"]
 

@@ -23,9 +23,9 @@ import shunter
 import shunter.sync
 from shunter import Job, JobFailed
 
-# The server: $SHUNTER_REDIS_URL, else the local Redis. (Given no URL at all, shunter
-# itself would use its embedded server; the demo moves there when that work lands.)
-REDIS_URL = os.environ.get("SHUNTER_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The server: $SHUNTER_REDIS_URL, else (None) shunter's embedded server in ./.shunter,
+# started on first use and left running for the next run (`shunter server stop` ends it).
+REDIS_URL = os.environ.get("SHUNTER_REDIS_URL")
 
 
 # -- the worker process -------------------------------------------------------------------

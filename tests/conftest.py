@@ -1,12 +1,15 @@
-"""Shared fixtures: a real Redis (``$SHUNTER_TEST_REDIS_URL``, default the local one),
-isolation by unique queue names (never by flushing), and helpers that wait for a
-condition with a deadline instead of sleeping."""
+"""Shared fixtures: a real server (``$SHUNTER_TEST_REDIS_URL``, else an owned embedded
+Valkey started for the session), isolation by unique queue names (never by flushing), and
+helpers that wait for a condition with a deadline instead of sleeping."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +21,26 @@ import redis.asyncio
 from shunter import Queue, Worker
 from shunter.storage import Storage
 
-REDIS_URL = os.environ.get("SHUNTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+def _session_server() -> str:
+    """The URL the tests use: ``$SHUNTER_TEST_REDIS_URL``, else an owned embedded server in
+    a temporary directory, started here (at import, in the main thread, so it lives as long
+    as pytest and dies with it even on kill -9) and stopped at exit."""
+    configured = os.environ.get("SHUNTER_TEST_REDIS_URL")
+    if configured:
+        return configured
+    from shunter import server
+
+    data = tempfile.mkdtemp(prefix="shunter-tests-")
+    atexit.register(shutil.rmtree, data, True)  # registered first: runs after the stop
+    url = server.start(data, owned=True).url
+    os.environ["SHUNTER_TEST_REDIS_URL"] = url  # subprocesses of tests see the same server
+    return url
+
+
+REDIS_URL = _session_server()
+# Code under test that names no server must not start a daemon in the working tree.
+os.environ["SHUNTER_REDIS_URL"] = REDIS_URL
 
 
 @pytest.fixture

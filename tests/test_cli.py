@@ -1,0 +1,348 @@
+"""Every ``shunter`` command through the installed entry point (``.venv/bin/shunter``), in
+subprocesses, against the test server. Queues are unique per test; waits poll with a
+deadline; every process a test starts is stopped in a ``finally`` block."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shunter import Queue, server
+
+from .conftest import REDIS_URL, eventually
+
+SHUNTER = str(Path(sys.executable).parent / "shunter")
+
+APP = '''
+import asyncio, os
+from shunter import Worker
+
+async def echo(job):
+    return {"echo": job.data, "pid": os.getpid()}
+
+async def slow(job):
+    await asyncio.sleep(job.data["seconds"])
+    return "slow done"
+
+async def crash_once(job):
+    marker = job.data["marker"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    return "survived"
+
+async def boom(job):
+    raise ValueError("boom")
+
+TASKS = {"echo": echo, "slow": slow, "crash_once": crash_once, "boom": boom}
+
+def make(queue, redis=None):
+    return Worker(queue, TASKS, redis, lease=2.0, shutdown_timeout=10)
+
+worker = Worker("cli-app-default", TASKS, lease=2.0)
+'''
+
+
+def sh(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+       timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "SHUNTER_REDIS_URL": REDIS_URL, **(env or {})}
+    return subprocess.run([SHUNTER, *args], capture_output=True, text=True, env=full_env, cwd=cwd,
+                          timeout=timeout)
+
+
+def ok(*args: str, **kwargs: Any) -> str:
+    proc = sh(*args, **kwargs)
+    assert proc.returncode == 0, f"shunter {' '.join(args)} -> {proc.returncode}\n{proc.stderr}"
+    return proc.stdout
+
+
+def as_json(*args: str, **kwargs: Any) -> Any:
+    return json.loads(ok(*args, "--json", **kwargs))
+
+
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {proc.stderr!r}"
+    return lines[0]
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    (tmp_path / "cli_app.py").write_text(APP)
+    return tmp_path
+
+
+def spawn(*args: str, cwd: Path, log: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "SHUNTER_REDIS_URL": REDIS_URL}
+    return subprocess.Popen([SHUNTER, *args], cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=log.open("w"))
+
+
+@contextlib.contextmanager
+def stopped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+# -- usage and errors ------------------------------------------------------------------------------
+
+def test_help_version_and_usage_errors() -> None:
+    out = ok("--help")
+    for command in ("worker", "enqueue", "status", "jobs", "job", "retry", "cancel", "pause",
+                    "resume", "clean", "server", "demo"):
+        assert f"  {command} " in out
+    assert "0.1.0" in ok("--version")
+    proc = sh("nosuch")
+    assert proc.returncode == 2 and "No such command" in one_line(proc)
+    proc = sh("enqueue", "q-only")
+    assert proc.returncode == 2 and "usage" in one_line(proc)
+
+
+def test_unreachable_redis_is_one_line_and_exit_1() -> None:
+    proc = sh("jobs", "some-queue", "--redis", "redis://127.0.0.1:1/0")
+    assert proc.returncode == 1
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in one_line(proc)
+
+
+# -- producing and inspecting ----------------------------------------------------------------------
+
+async def test_enqueue_jobs_and_job(queue: Queue) -> None:
+    q = queue.name
+    out = ok("enqueue", q, "echo", "--data", '{"n": 1}', "--job-id", "job-1", "--priority", "5",
+             "--attempts", "2", "--timeout", "30s", "--redis", REDIS_URL)
+    assert out == "job-1\n"
+    job = await queue.get_job("job-1")
+    assert (job.task, job.data, job.priority, job.max_attempts, job.timeout) == ("echo", {"n": 1}, 5, 2, 30.0)
+
+    again = sh("enqueue", q, "echo", "--job-id", "job-1")
+    assert again.returncode == 0 and again.stdout == "job-1\n"
+    assert "already exists (waiting)" in one_line(again)
+
+    delayed = ok("enqueue", q, "echo", "--delay", "1h").strip()
+    assert (await queue.get_job(delayed)).state == "scheduled"
+
+    bad = sh("enqueue", q, "echo", "--data", "{nope")
+    assert bad.returncode == 2 and "--data" in one_line(bad) and "not valid JSON" in bad.stderr
+    bad_id = sh("enqueue", q, "echo", "--job-id", "a:b")
+    assert bad_id.returncode == 2 and "invalid input" in one_line(bad_id)
+    bad_delay = sh("enqueue", q, "echo", "--delay", "soon")
+    assert bad_delay.returncode == 2 and "not a duration" in one_line(bad_delay)
+
+    listed = as_json("jobs", q)
+    assert {j["id"] for j in listed} == {"job-1", delayed}
+    assert [j["id"] for j in as_json("jobs", q, "--state", "scheduled")] == [delayed]
+    assert len(as_json("jobs", q, "--limit", "1")) == 2  # the limit is per state
+    assert "job-1" in ok("jobs", q)
+
+    shown = as_json("job", "job-1", "--queue", q)
+    assert shown["state"] == "waiting" and shown["data"] == {"n": 1} and shown["logs"] == []
+    assert "echo" in ok("job", "job-1", "-q", q)
+    missing = sh("job", "nope", "-q", q)
+    assert missing.returncode == 3 and "not found" in one_line(missing)
+
+
+async def test_cancel_retry_pause_resume(queue: Queue) -> None:
+    q = queue.name
+    for job_id in ("a", "b"):
+        await queue.add("echo", job_id=job_id)
+    assert ok("cancel", "a", "--queue", q, "--reason", "not needed") == "cancelled a\n"
+    job = await queue.get_job("a")
+    assert (job.state, job.cancelled_by, job.cancel_reason) == ("cancelled", "shunter-cli", "not needed")
+
+    assert ok("retry", "a", "-q", q) == "replayed a: waiting\n"
+    assert (await queue.get_job("a")).state == "waiting"
+    refused = sh("retry", "b", "-q", q)  # waiting jobs cannot be replayed
+    assert refused.returncode == 1 and "cannot replay job 'b'" in one_line(refused)
+    unknown = sh("cancel", "zz", "-q", q)
+    assert unknown.returncode == 3 and "not found" in one_line(unknown)
+
+    assert ok("pause", q) == f"paused {q}\n"
+    assert (await queue.counts())["paused"] == 1
+    assert ok("resume", q) == f"resumed {q}\n"
+    assert (await queue.counts())["paused"] == 0
+
+
+# -- workers ---------------------------------------------------------------------------------------
+
+async def test_worker_burst_factory_on_two_queues_then_clean(queue: Queue, app: Path) -> None:
+    q, q2 = queue.name, f"{queue.name}-b"
+    other = Queue(q2, REDIS_URL)
+    try:
+        first = await queue.add("echo", {"n": 1})
+        second = await other.add("echo", {"n": 2})
+        failing = await queue.add("boom", attempts=1)
+        ok("worker", "cli_app:make", "--queues", f"{q},{q2}", "--burst", "-c", "2", cwd=app)
+        assert (await first.wait(timeout=5))["echo"] == {"n": 1}
+        assert (await second.wait(timeout=5))["echo"] == {"n": 2}
+        assert (await queue.get_job(failing.id)).state == "failed"
+
+        assert ok("clean", q, "--older-than", "1h") == f"deleted 0 completed jobs from {q}\n"
+        assert ok("clean", q) == f"deleted 1 completed job from {q}\n"
+        assert ok("clean", q, "--state", "failed", "--limit", "5") == f"deleted 1 failed job from {q}\n"
+        counts = await queue.counts()
+        assert counts["completed"] == counts["failed"] == 0
+        bad = sh("clean", q, "--older-than", "-1h")
+        assert bad.returncode == 2
+    finally:
+        await other.obliterate(force=True)
+        await other.close()
+
+
+async def test_worker_object_target_is_moved_to_the_given_queue(queue: Queue, app: Path) -> None:
+    job = await queue.add("echo", {"x": True})
+    ok("worker", "cli_app:worker", "-Q", queue.name, "--burst", cwd=app)
+    assert (await job.wait(timeout=5))["echo"] == {"x": True}
+    bad = sh("worker", "cli_app:missing", cwd=app)
+    assert bad.returncode == 2 and "no attribute 'missing'" in one_line(bad)
+
+
+async def test_worker_sigterm_lets_the_running_job_finish(queue: Queue, app: Path,
+                                                          tmp_path: Path) -> None:
+    job = await queue.add("slow", {"seconds": 1.0})
+    proc = spawn("worker", "cli_app:make", "-Q", queue.name, cwd=app, log=tmp_path / "w.log")
+    with stopped(proc):
+        await eventually(lambda: _state(queue, job.id, "active"), 15, message="job claimed")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert await job.wait(timeout=1) == "slow done"
+    assert "finishing in-flight jobs" in (tmp_path / "w.log").read_text()
+
+
+async def _state(queue: Queue, job_id: str, state: str) -> bool:
+    return (await queue.get_job(job_id)).state == state
+
+
+async def test_worker_processes_are_supervised(queue: Queue, app: Path, tmp_path: Path) -> None:
+    log = tmp_path / "supervisor.log"
+    proc = spawn("worker", "cli_app:make", "-Q", queue.name, "--processes", "2", cwd=app, log=log)
+    children: list[int] = []
+    with stopped(proc):
+        await eventually(lambda: len(_started(log)) == 2, 15, message="two worker processes")
+        crash = await queue.add("crash_once", {"marker": str(tmp_path / "crashed")}, attempts=3)
+        await eventually(lambda: len(_started(log)) == 3, 20, message="a crashed process restarted")
+        assert "exited with status 3" in log.read_text()
+        children = _started(log)
+        assert server._alive(children[-1])
+        jobs = [await queue.add("echo", {"i": i}) for i in range(6)]
+        for job in jobs:
+            await job.wait(timeout=15)
+        assert await crash.wait(timeout=20) == "survived"  # rescued after its lease expired
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    for pid in children:
+        await eventually(lambda pid=pid: not server._alive(pid), 10, message=f"child {pid} exited")
+
+
+def _started(log: Path) -> list[int]:
+    return [int(line.rsplit("pid ", 1)[1].rstrip(")")) for line in log.read_text().splitlines()
+            if "worker process" in line and "started (pid" in line]
+
+
+# -- status --------------------------------------------------------------------------------------
+
+async def test_status_counts_workers_and_throughput(queue: Queue, start_worker: Any,
+                                                    tmp_path: Path) -> None:
+    async def echo(job: Any) -> int:
+        return 1
+
+    jobs = [await queue.add("echo") for _ in range(3)]
+    await queue.add("echo", delay=3600)
+    running = start_worker({"echo": echo})
+    for job in jobs:
+        await job.wait(timeout=10)
+    await eventually(queue.storage.workers, 10, message="a heartbeat")
+
+    (mine,) = as_json("status", queue.name)
+    assert mine["counts"]["completed"] == 3 and mine["counts"]["scheduled"] == 1
+    assert [w["id"] for w in mine["workers"]] == [running.worker.id]
+    assert mine["workers"][0]["concurrency"] == running.worker.concurrency
+    assert mine["completed_recent"] == 3 and mine["jobs_per_second"] > 0
+
+    everything = as_json("status")  # discovery by SCAN finds the queue
+    assert queue.name in {q["queue"] for q in everything}
+    text = ok("status", queue.name)
+    assert queue.name in text and "workers alive" in text and running.worker.id in text
+
+    await running.stop()
+    (after,) = as_json("status", queue.name)
+    assert after["workers"] == []  # a worker that stops cleanly removes its heartbeat
+
+
+async def test_status_watch_refreshes_until_ctrl_c(queue: Queue, tmp_path: Path) -> None:
+    await queue.add("echo")
+    proc = spawn("status", queue.name, "--watch", "--interval", "0.1", cwd=tmp_path,
+                 log=tmp_path / "watch.log")
+    with stopped(proc):
+        assert proc.stdout is not None
+        seen = 0
+        deadline = time.monotonic() + 15
+        while seen < 2 and time.monotonic() < deadline:
+            seen += queue.name in proc.stdout.readline()
+        assert seen >= 2, "status --watch did not refresh"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+
+
+# -- the embedded server ----------------------------------------------------------------------------
+
+def test_server_start_status_stop(tmp_path: Path) -> None:
+    data = tmp_path / "srv"
+    pid = None
+    try:
+        out = ok("server", "start", "--data-dir", str(data))
+        assert out.startswith("started valkey-server pid ")
+        pid = int(out.split("pid ")[1].split()[0])
+        assert "already running" in ok("server", "start", "--data-dir", str(data))
+        info = as_json("server", "status", "--data-dir", str(data))
+        assert info["running"] and info["pid"] == pid and info["mode"] == "shared"
+        assert info["server"].startswith("valkey 8.") and info["aof"] is True
+        assert info["maxmemory_policy"] == "noeviction"
+        assert ok("server", "stop", "--data-dir", str(data)) == f"stopped server pid {pid} in {data}\n"
+        assert not server._alive(pid)
+        gone = sh("server", "status", "--data-dir", str(data))
+        assert gone.returncode == 3 and "no server running" in gone.stdout
+        assert "no server running" in ok("server", "stop", "--data-dir", str(data))
+    finally:
+        if pid and server._alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_server_status_describes_a_server_by_url() -> None:
+    info = as_json("server", "status", "--redis", REDIS_URL)
+    assert info["url"] == REDIS_URL and info["server"].split()[0] in ("redis", "valkey")
+
+
+def test_commands_fall_back_to_the_embedded_server(tmp_path: Path) -> None:
+    data = tmp_path / "auto"
+    env = {k: v for k, v in os.environ.items() if k != "SHUNTER_REDIS_URL"}
+    env["SHUNTER_DATA_DIR"] = str(data)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SHUNTER, *args], capture_output=True, text=True, env=env, timeout=30)
+
+    try:
+        first = run("enqueue", "auto-queue", "echo", "--job-id", "auto-1")
+        assert first.returncode == 0 and first.stdout == "auto-1\n", first.stderr
+        assert "started the embedded server" in first.stderr
+        found = run("job", "auto-1", "-q", "auto-queue", "--json")
+        assert found.returncode == 0 and json.loads(found.stdout)["state"] == "waiting"
+        assert "started" not in found.stderr  # the second command found the running server
+        status = run("server", "status", "--json")
+        assert status.returncode == 0 and json.loads(status.stdout)["keys"] >= 1
+    finally:
+        stop = run("server", "stop")
+        assert stop.returncode == 0 and "stopped server pid" in stop.stdout
