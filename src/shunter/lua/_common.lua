@@ -33,6 +33,19 @@ local function make_waiting(jobkey, id, waiting, meta, marker)
   wake(marker)
 end
 
+-- Back to waiting at the place the job held when it was claimed (`place`, stored by
+-- claim): a job rescued from a dead or frozen worker was at the head of the line and goes
+-- back there. Queued behind the whole backlog instead, an
+-- orphan waited for the backlog to drain, not for its lease to run out (found by the
+-- fault suite's kill -9 storm: 9.6 s for a 2 s lease).
+local function requeue(jobkey, id, waiting, meta, marker)
+  local place = redis.call('HGET', jobkey, 'place')
+  if not place then return make_waiting(jobkey, id, waiting, meta, marker) end
+  redis.call('HSET', jobkey, 'state', 'waiting')
+  redis.call('ZADD', waiting, place, id)
+  wake(marker)
+end
+
 -- Wake an idle worker only when this due time is the new earliest, so it re-plans its wait.
 local function schedule(jobkey, id, scheduled, marker, due)
   local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
@@ -51,6 +64,14 @@ local function check_lease(jobkey, token)
   if f[1] ~= 'active' then return ERR_NOT_IN_STATE end
   return 0
 end
+
+-- Memory: under maxmemory with noeviction, Redis refuses a script whose FIRST write may
+-- grow memory (HSET, ZADD, XADD, SET ...) and lets a script that has already written run
+-- to its end. So the transitions of a job a worker holds (renew, complete, retry, fail,
+-- abort, release) write first with ZREM from the active index: when memory is full,
+-- producers are refused with a clear error, but workers still renew and settle what they
+-- hold. (Found by the fault suite's out-of-memory scenario: retries were refused, leases
+-- lapsed and the jobs ran twice.)
 
 -- Record which attempt settled the job (complete, retry, fail, abort, release), so a worker
 -- whose reply was lost can tell "my write landed" from "my lease was lost".
@@ -164,7 +185,8 @@ local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_lim
           reject(jobkey, id, 'DecodeError', 'job hash has a token that is not an integer; it was not run')
         else
           -- 'id' is written again for hashes written by hand without it: the worker needs it
-          redis.call('HSET', jobkey, 'state', 'active', 'started_at', now, 'worker', worker, 'id', id)
+          redis.call('HSET', jobkey, 'state', 'active', 'started_at', now, 'worker', worker, 'id', id,
+            'place', popped[i + 1])
           redis.call('ZADD', k.active, now + lease_ms, id)
           emit(k.events, maxev, 'claim', id, 'active', 'token', token)
           jobs[#jobs + 1] = redis.call('HMGET', jobkey, unpack(CLAIM_FIELDS))

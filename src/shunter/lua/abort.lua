@@ -9,9 +9,9 @@ local prefix, id, token, maxev = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local jobkey = prefix .. 'job:' .. id
 local code = check_lease(jobkey, token)
 if code ~= 0 then return code end
+redis.call('ZREM', active, id)  -- the first write must not grow memory: see _common.lua
 settled(jobkey, token)
 local now = now_ms()
-redis.call('ZREM', active, id)
 redis.call('HSET', jobkey, 'state', 'cancelled', 'cancelled_at', now, 'finished_at', now)
 emit(events, maxev, 'abort', id, 'cancelled')
 finish(jobkey, id, cancelled, prefix, now, 'keep_failed')

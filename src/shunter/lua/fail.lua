@@ -9,9 +9,9 @@ local prefix, id, token, err, counts, maxev = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local jobkey = prefix .. 'job:' .. id
 local code = check_lease(jobkey, token)
 if code ~= 0 then return code end
+redis.call('ZREM', active, id)  -- the first write must not grow memory: see _common.lua
 settled(jobkey, token)
 local now = now_ms()
-redis.call('ZREM', active, id)
 if counts == '1' then redis.call('HINCRBY', jobkey, 'attempts_made', 1) end
 redis.call('HSET', jobkey, 'state', 'failed', 'finished_at', now, 'error', err)
 emit(events, maxev, 'fail', id, 'failed')

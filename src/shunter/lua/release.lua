@@ -8,8 +8,8 @@ local prefix, id, token, maxev = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local jobkey = prefix .. 'job:' .. id
 local code = check_lease(jobkey, token)
 if code ~= 0 then return code end
+redis.call('ZREM', active, id)  -- the first write must not grow memory: see _common.lua
 settled(jobkey, token)
-redis.call('ZREM', active, id)
 make_waiting(jobkey, id, waiting, meta, marker)
 emit(events, maxev, 'release', id, 'waiting')
 return 1

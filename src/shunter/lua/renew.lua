@@ -14,7 +14,9 @@ for i = 3, #ARGV, 2 do
   local jobkey = prefix .. 'job:' .. id
   local code = check_lease(jobkey, token)
   if code == 0 then
-    redis.call('ZADD', active, 'XX', deadline, id)
+    -- ZREM then ZADD rather than ZADD XX: the first write must not grow memory, so leases
+    -- are still renewed when memory is full (see _common.lua)
+    if redis.call('ZREM', active, id) == 1 then redis.call('ZADD', active, deadline, id) end
     code = 1
     if redis.call('HEXISTS', jobkey, 'cancel_requested') == 1 then code = 2 end
   end

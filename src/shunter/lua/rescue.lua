@@ -1,6 +1,7 @@
 --[[ rescue: recover active jobs whose lease expired (their worker died or froze).
-Back to waiting; to failed once stalls exceed max_stalls; to cancelled if a cancel was
-requested. Leaderless: any worker may call it; a SET NX PX key limits how often it runs.
+Back to waiting, at the place in line it was claimed from; to failed once stalls exceed
+max_stalls; to cancelled if a cancel was requested. Leaderless: any worker may call it;
+a SET NX PX key limits how often it runs.
 KEYS[1] active   KEYS[2] waiting   KEYS[3] failed   KEYS[4] cancelled   KEYS[5] meta
 KEYS[6] events   KEYS[7] marker   KEYS[8] rescue lock
 ARGV[1] key prefix   ARGV[2] max stalls   ARGV[3] lock time in ms (0 = no lock)
@@ -35,7 +36,7 @@ for _, id in ipairs(expired) do
       emit(events, maxev, 'rescue', id, state, 'stalls', stalls)
       finish(jobkey, id, failed, prefix, now, 'keep_failed')
     else
-      make_waiting(jobkey, id, waiting, meta, marker)
+      requeue(jobkey, id, waiting, meta, marker)
       state = 'waiting'
       emit(events, maxev, 'rescue', id, state, 'stalls', stalls)
     end

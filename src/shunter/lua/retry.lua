@@ -13,8 +13,8 @@ local err, counts, maxev = ARGV[5], ARGV[6], ARGV[7]
 local jobkey = prefix .. 'job:' .. id
 local code = check_lease(jobkey, token)
 if code ~= 0 then return code end
+redis.call('ZREM', active, id)  -- the first write must not grow memory: see _common.lua
 settled(jobkey, token)
-redis.call('ZREM', active, id)
 if counts == '1' then
   redis.call('HINCRBY', jobkey, 'attempts_made', 1)
 else
