@@ -34,10 +34,16 @@ bench-quick: $(STAMP) $(PEER)/.installed-stamp
 	$(BIN)/python -m bench.run --quick --uvloop --peers arq,saq --peer-python $(PEER)/bin/python
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff check src tests examples bench faults
 	$(BIN)/mypy
 
 check: lint test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The fault suite at full size (minutes): writes docs/reliability-report.md and the
+# "Fault suite results" section of docs/reliability.md. `make test` runs the short version.
+.PHONY: chaos
+chaos: $(STAMP)
+	$(BIN)/python -m faults --full --report docs/reliability-report.md --update-docs
