@@ -39,6 +39,7 @@ INDEXED = tuple(State)
 EXPECTED_TARGET: dict[tuple[State | None, str], State] = {
     (None, "enqueue"): State.WAITING,
     (State.ACTIVE, "retry"): State.WAITING,
+    (State.ACTIVE, "release"): State.WAITING,
     (State.ACTIVE, "rescue"): State.WAITING,
     (State.ACTIVE, "cancel"): State.ACTIVE,
     (State.WAITING, "cancel"): State.CANCELLED,

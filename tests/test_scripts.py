@@ -437,7 +437,8 @@ async def test_release_keeps_attempts_and_priority(storage: Storage,
     await storage.release("a", token)
     f = await fields(client, storage, "a")
     assert (f["state"], f["attempts_made"], f["token"]) == ("waiting", "0", "1")
-    assert await client.zscore(storage.keys.waiting, "a") == 1002 * BAND + 2
+    # back at the place it was claimed from (the first sequence number), not behind the line
+    assert await client.zscore(storage.keys.waiting, "a") == 1002 * BAND + 1
     assert "active" not in await keyspace(client, storage)
 
 
@@ -494,9 +495,9 @@ async def test_replay_resets_counters(storage: Storage, client: redis.asyncio.Re
     _, token = await claim_one(storage)
     await storage.retry("a", token, 0, ERR, count_attempt=False)
     _, token = await claim_one(storage)
-    await storage.cancel("a", "u", "r")
     await storage.retry("a", token, 0, ERR)
     _, token = await claim_one(storage)
+    await storage.cancel("a", "u", "r")  # flagged while active; fail is final regardless
     await storage.fail("a", token, ERR)
     f = await fields(client, storage, "a")
     assert (f["attempts_made"], f["deferrals"], f["cancel_requested"]) == ("2", "1", "1")
@@ -554,3 +555,47 @@ async def test_obliterate_idle_queue(storage: Storage, client: redis.asyncio.Red
     await storage.enqueue(spec("b"))
     assert await storage.obliterate() == 2
     assert await keyspace(client, storage) == set()
+
+
+# -- a cancel requested while the attempt ran wins over retry and hand-back ---------------
+
+@pytest.mark.parametrize("verb", ["retry", "release"])
+async def test_cancel_requested_during_the_attempt_ends_it_cancelled(
+        storage: Storage, client: redis.asyncio.Redis, verb: str) -> None:
+    await storage.enqueue(spec("a"))
+    _, token = await claim_one(storage)
+    assert await storage.cancel("a", "ops", "stop it") is False  # active: flagged only
+    if verb == "retry":
+        await storage.retry("a", token, 0, b'{"type":"E","message":"m","traceback":""}')
+    else:
+        await storage.release("a", token)
+    f = await fields(client, storage, "a")
+    assert (f["state"], f["cancelled_by"], f["cancel_reason"]) == ("cancelled", "ops", "stop it")
+    assert await zmembers(client, storage.keys.cancelled) == ["a"]
+    assert await zmembers(client, storage.keys.waiting) == []
+    assert await zmembers(client, storage.keys.scheduled) == []
+    last = (await client.xrevrange(storage.keys.events, count=1))[0][1]
+    assert (last[b"event"], last[b"state"]) == (verb.encode(), b"cancelled")
+
+
+# -- foreign data in the scheduled and active indexes fails that job, not the script ------
+
+async def test_promote_fails_a_scheduled_id_whose_key_is_not_a_hash(
+        storage: Storage, client: redis.asyncio.Redis) -> None:
+    await storage.enqueue(spec("good", delay=0.001))
+    await client.zadd(storage.keys.scheduled, {"bad": 0})
+    await client.set(storage.keys.job("bad"), "not a job")
+    await eventually(lambda: storage.promote(), message="the good job promoted")
+    assert orjson.loads((await fields(client, storage, "bad"))["error"])["type"] == "DecodeError"
+    assert await zmembers(client, storage.keys.failed) == ["bad"]
+    assert await zmembers(client, storage.keys.waiting) == ["good"]
+
+
+async def test_rescue_fails_an_active_id_whose_key_is_not_a_hash(
+        storage: Storage, client: redis.asyncio.Redis) -> None:
+    await client.zadd(storage.keys.active, {"bad": 0})
+    await client.rpush(storage.keys.job("bad"), "a list, not a job")
+    assert await storage.rescue(max_stalls=1) == 1
+    assert (await fields(client, storage, "bad"))["state"] == "failed"
+    assert await zmembers(client, storage.keys.failed) == ["bad"]
+    assert await zmembers(client, storage.keys.active) == []

@@ -217,6 +217,10 @@ class Worker:
             except UNAVAILABLE as exc:
                 await self._server_unavailable(exc)
                 continue
+            except Exception as exc:  # a script error must not end the worker: log, back off
+                log.error("claim failed: %r", exc)
+                await self._server_unavailable(exc)
+                continue
             finally:
                 self.reserved -= count
             self._outage = 0

@@ -126,13 +126,37 @@ local function trim_all(trims, prefix, now)
   for index, rule in pairs(trims) do trim(index, prefix, now, rule[1], rule[2]) end
 end
 
+-- A job that cannot be handled (its key is not a hash, or a counter is not an integer) is
+-- failed with the reason instead of run or skipped. A script must not raise half-way:
+-- Redis does not undo what it already did, so jobs it had popped would be left in no index
+-- at all, and the worker would die on the error. The failed index is built from the
+-- prefix, as job keys are, since the callers do not all declare it.
+local function fail_corrupt(prefix, jobkey, id, now, events, maxev, kind, message)
+  if redis.call('TYPE', jobkey)['ok'] ~= 'hash' then
+    redis.call('DEL', jobkey)  -- foreign data under our job key; the error says what it was
+    redis.call('HSET', jobkey, 'id', id, 'task', '')
+  end
+  redis.call('HSET', jobkey, 'state', 'failed', 'finished_at', now, 'error',
+    cjson.encode({type = kind, message = message, traceback = ''}))
+  redis.call('ZADD', prefix .. 'failed', now, id)
+  emit(events, maxev, 'fail', id, 'failed')
+end
+
+local function not_a_hash(prefix, jobkey, id, now, events, maxev)
+  fail_corrupt(prefix, jobkey, id, now, events, maxev, 'DecodeError', 'job key holds a ' ..
+    redis.call('TYPE', jobkey)['ok'] .. ', not a hash; it was not run')
+end
+
 -- Move due scheduled jobs to waiting (the body of `promote`, also run by `claim`).
 local function promote_due(scheduled, waiting, meta, events, marker, maxev, prefix, now, limit)
   local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
     local jobkey = prefix .. 'job:' .. id
     redis.call('ZREM', scheduled, id)
-    if redis.call('HGET', jobkey, 'state') == 'scheduled' then
+    local state = redis.pcall('HGET', jobkey, 'state')
+    if type(state) == 'table' then
+      not_a_hash(prefix, jobkey, id, now, events, maxev)
+    elseif state == 'scheduled' then
       make_waiting(jobkey, id, waiting, meta, marker)
       emit(events, maxev, 'promote', id, 'waiting')
     end
@@ -153,19 +177,9 @@ local CLAIM_FIELDS = {'id', 'task', 'data', 'state', 'token', 'priority', 'attem
 local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_limit, now)
   promote_due(k.scheduled, k.waiting, k.meta, k.events, k.marker, maxev, prefix, now, promote_limit)
 
-  -- A job that cannot be claimed (its key is not a hash, its token is not an integer, or
-  -- its state disagrees with the index) is failed with the reason instead of run. It must
-  -- not raise: Redis does not undo a script that errors half-way, so the jobs popped with
-  -- it would be left in no index at all, and the worker would die on the error.
+  -- A job that cannot be claimed (see fail_corrupt) is failed with the reason, not run.
   local function reject(jobkey, id, kind, message)
-    if redis.call('TYPE', jobkey)['ok'] ~= 'hash' then
-      redis.call('DEL', jobkey)  -- foreign data under our job key; the error says what it was
-      redis.call('HSET', jobkey, 'id', id, 'task', '')
-    end
-    redis.call('HSET', jobkey, 'state', 'failed', 'finished_at', now, 'error',
-      cjson.encode({type = kind, message = message, traceback = ''}))
-    redis.call('ZADD', k.failed, now, id)
-    emit(k.events, maxev, 'fail', id, 'failed')
+    fail_corrupt(prefix, jobkey, id, now, k.events, maxev, kind, message)
   end
 
   local jobs = {}

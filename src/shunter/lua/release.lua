@@ -1,4 +1,5 @@
 --[[ release: active -> waiting without consuming an attempt (graceful shutdown); fenced.
+A job whose cancel was requested while it ran is cancelled instead.
 KEYS[1] active   KEYS[2] waiting   KEYS[3] meta   KEYS[4] events   KEYS[5] marker
 ARGV[1] key prefix   ARGV[2] job id   ARGV[3] fencing token   ARGV[4] max length of the event stream
 Returns 1, or a negative ErrorCode.
@@ -10,6 +11,14 @@ local code = check_lease(jobkey, token)
 if code ~= 0 then return code end
 redis.call('ZREM', active, id)  -- the first write must not grow memory: see _common.lua
 settled(jobkey, token)
-make_waiting(jobkey, id, waiting, meta, marker)
+if redis.call('HEXISTS', jobkey, 'cancel_requested') == 1 then
+  -- Cancelled while it ran: handing it back would only run it again.
+  local now = now_ms()
+  redis.call('HSET', jobkey, 'state', 'cancelled', 'cancelled_at', now, 'finished_at', now)
+  emit(events, maxev, 'release', id, 'cancelled')
+  finish(jobkey, id, prefix .. 'cancelled', prefix, now, 'keep_failed')
+  return 1
+end
+requeue(jobkey, id, waiting, meta, marker)  -- back at the head: it was already under way
 emit(events, maxev, 'release', id, 'waiting')
 return 1

@@ -18,8 +18,10 @@ local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, lim
 for _, id in ipairs(expired) do
   local jobkey = prefix .. 'job:' .. id
   redis.call('ZREM', active, id)
-  local f = redis.call('HMGET', jobkey, 'state', 'cancel_requested')
-  if f[1] == 'active' then
+  local f = redis.pcall('HMGET', jobkey, 'state', 'cancel_requested')
+  if f.err then
+    not_a_hash(prefix, jobkey, id, now, events, maxev)
+  elseif f[1] == 'active' then
     local stalls = redis.call('HINCRBY', jobkey, 'stalls', 1)
     local state
     if f[2] then

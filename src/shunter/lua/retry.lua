@@ -1,4 +1,5 @@
---[[ retry: active -> scheduled (after a backoff) or waiting (no delay); fenced.
+--[[ retry: active -> scheduled (after a backoff) or waiting (no delay); fenced. If a cancel
+was requested while the attempt ran, the job is cancelled instead (the user's word wins).
 KEYS[1] active   KEYS[2] scheduled   KEYS[3] waiting   KEYS[4] meta   KEYS[5] events
 KEYS[6] marker
 ARGV[1] key prefix   ARGV[2] job id   ARGV[3] fencing token   ARGV[4] delay in ms
@@ -21,6 +22,14 @@ else
   redis.call('HINCRBY', jobkey, 'deferrals', 1)
 end
 redis.call('HSET', jobkey, 'error', err)
+if redis.call('HEXISTS', jobkey, 'cancel_requested') == 1 then
+  -- A cancel was asked for while this attempt ran: the user's word wins over a retry.
+  local now = now_ms()
+  redis.call('HSET', jobkey, 'state', 'cancelled', 'cancelled_at', now, 'finished_at', now)
+  emit(events, maxev, 'retry', id, 'cancelled')
+  finish(jobkey, id, prefix .. 'cancelled', prefix, now, 'keep_failed')
+  return 1
+end
 local state = 'waiting'
 if delay > 0 then
   schedule(jobkey, id, scheduled, marker, now_ms() + delay)
