@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import resource
 import time
 from typing import Any
@@ -169,15 +170,21 @@ async def drain(peer: Any, n: int, concurrency: int, mode: str) -> dict[str, Any
         await asyncio.sleep(0.001)
     elapsed = time.perf_counter() - t0
     cpu, rts = cpu_ms() - cpu0, ROUND_TRIPS - rt0
-    await peer.stop(w)
-    runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
     out: dict[str, Any] = {"jobs": n, "elapsed": elapsed, "cpu_ms": cpu, "round_trips": rts,
                            "executions": sum(state.seen), "duplicated": sum(1 for s in state.seen if s > 1),
                            "missing": sum(1 for s in state.seen if s == 0), "lease_lost": 0}
     if state.latencies:
         out["latencies"] = state.latencies
-    return out
+    # Report before stopping the peer: its shutdown (arq's close() sometimes raises
+    # CancelledError here) must not void a finished measurement.
+    print(json.dumps(out), flush=True)
+    try:
+        await peer.stop(w)
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    except BaseException:  # measured already; the process exits next
+        pass
+    os._exit(0)
 
 
 def main() -> None:

@@ -109,8 +109,13 @@ class Bench:
             "lease_lost": sum(r["lease_lost"] for r in results),
             "server_commands": self.server.commands_processed() - before,
         }
-        if merged["executions"] != n or merged["duplicated"]:
-            raise AssertionError(f"{self.side.name}: not exactly once: {merged}")
+        merged["exactly_once"] = merged["executions"] == n and not merged["duplicated"]
+        if not merged["exactly_once"]:
+            # shunter's guarantee fails the run; a peer's duplicate is a finding to record
+            if self.side.name.startswith("shunter"):
+                raise AssertionError(f"{self.side.name}: not exactly once: {merged}")
+            print(f"  ! {self.side.name}: {merged['executions']} executions of {n} jobs, "
+                  f"{merged['duplicated']} jobs ran more than once", flush=True)
         return merged
 
     def latency(self, n: int = 500, gap: float = 0.005) -> dict[str, Any]:
