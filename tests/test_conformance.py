@@ -89,7 +89,8 @@ def test_fenced_flag_matches_the_script(name: str) -> None:
     body = (LUA_DIR / f"{name}.lua").read_text()
     assert SCRIPTS[name].source.endswith(body)
     fenced = name in states.FENCED_WRITES or TRANSITIONS[name].fenced
-    assert ("check_lease(" in body) == fenced
+    calls = "check_lease(" in body or "check_lease_with(" in body
+    assert calls == fenced
 
 
 # -- driving a job into a state with storage methods only -------------------------------

@@ -57,12 +57,18 @@ end
 -- A fenced write must come from the attempt that holds the current token. The token is
 -- checked first: an attempt that was overtaken is told so (TOKEN_MISMATCH) whatever state
 -- the job has reached since.
+local function check_lease_with(jobkey, token, ...)
+  -- reads state, token and any extra fields the caller needs in the same call
+  local f = redis.call('HMGET', jobkey, 'state', 'token', ...)
+  if not f[1] then return ERR_NOT_FOUND, f end
+  if f[2] ~= token then return ERR_TOKEN, f end
+  if f[1] ~= 'active' then return ERR_NOT_IN_STATE, f end
+  return 0, f
+end
+
 local function check_lease(jobkey, token)
-  local f = redis.call('HMGET', jobkey, 'state', 'token')
-  if not f[1] then return ERR_NOT_FOUND end
-  if f[2] ~= token then return ERR_TOKEN end
-  if f[1] ~= 'active' then return ERR_NOT_IN_STATE end
-  return 0
+  local code = check_lease_with(jobkey, token)
+  return code
 end
 
 -- Memory: under maxmemory with noeviction, Redis refuses a script whose FIRST write may
@@ -106,8 +112,8 @@ end
 -- ("<count>:<age_ms>"); a count of 0 deletes the job at once. A script that finishes many
 -- jobs passes `trims` to collect the rule per index and trim once at the end (see
 -- trim_all): trimming after every job of a batch is most of a completion's server work.
-local function finish(jobkey, id, index, prefix, now, keep_field, trims)
-  local keep = redis.call('HGET', jobkey, keep_field) or '-1:-1'
+local function finish(jobkey, id, index, prefix, now, keep_field, trims, keep)
+  keep = keep or redis.call('HGET', jobkey, keep_field) or '-1:-1'
   local count, age = string.match(keep, '^(-?%d+):(-?%d+)$')
   count, age = tonumber(count) or -1, tonumber(age) or -1
   if count == 0 then
@@ -165,7 +171,8 @@ local function promote_due(scheduled, waiting, meta, events, marker, maxev, pref
 end
 
 -- The fields a worker needs of a claimed job, in this order (shunter.scripts reads this
--- list, so Python decodes the reply with the same one). Not HGETALL: a retried job's old
+-- list, so Python decodes the reply with the same one). claim_jobs patches positions 1, 4,
+-- 5 and 14 (id, state, token, started_at) of the reply: keep them where they are. Not HGETALL: a retried job's old
 -- traceback and the bookkeeping fields would be parsed for nothing on the hot path.
 local CLAIM_FIELDS = {'id', 'task', 'data', 'state', 'token', 'priority', 'attempts_made',
   'max_attempts', 'stalls', 'deferrals', 'timeout_ms', 'backoff', 'created_at', 'started_at',
@@ -189,21 +196,27 @@ local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_lim
     for i = 1, #popped, 2 do
       local id = popped[i]
       local jobkey = prefix .. 'job:' .. id
-      local state = redis.pcall('HGET', jobkey, 'state')
-      if type(state) == 'table' then
+      -- One read gives both what the checks need and the reply (patched below with what
+      -- this claim writes): the hot path reads each job once.
+      local f = redis.pcall('HMGET', jobkey, unpack(CLAIM_FIELDS))
+      local state = f[4]
+      local token = tonumber(f[5] or '0')
+      if f.err then
         reject(jobkey, id, 'DecodeError', 'job key holds a ' .. redis.call('TYPE', jobkey)['ok'] ..
           ', not a hash; it was not run')
       elseif state == 'waiting' then
-        local token = redis.pcall('HINCRBY', jobkey, 'token', 1)
-        if type(token) == 'table' then
+        if not token or token ~= math.floor(token) or token < 0 then
           reject(jobkey, id, 'DecodeError', 'job hash has a token that is not an integer; it was not run')
         else
+          token = string.format('%d', token + 1)
+          local started = string.format('%d', now)
           -- 'id' is written again for hashes written by hand without it: the worker needs it
-          redis.call('HSET', jobkey, 'state', 'active', 'started_at', now, 'worker', worker, 'id', id,
-            'place', popped[i + 1])
+          redis.call('HSET', jobkey, 'state', 'active', 'token', token, 'started_at', started,
+            'worker', worker, 'id', id, 'place', popped[i + 1])
           redis.call('ZADD', k.active, now + lease_ms, id)
           emit(k.events, maxev, 'claim', id, 'active', 'token', token)
-          jobs[#jobs + 1] = redis.call('HMGET', jobkey, unpack(CLAIM_FIELDS))
+          f[1], f[4], f[5], f[14] = id, 'active', token, started
+          jobs[#jobs + 1] = f
         end
       elseif state then
         -- The index says waiting but the hash disagrees (written by hand, or corrupted):

@@ -18,14 +18,15 @@ local trims = {}
 for i = 7, #ARGV, 3 do
   local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jobkey = prefix .. 'job:' .. id
-  local code = check_lease(jobkey, token)
+  local code, f = check_lease_with(jobkey, token, 'attempts_made', 'keep_completed')
   if code == 0 then
-    redis.call('ZREM', k.active, id)
-    redis.call('HINCRBY', jobkey, 'attempts_made', 1)  -- the successful attempt counts too
+    redis.call('ZREM', k.active, id)  -- the first write must not grow memory: see _common.lua
+    -- the successful attempt counts too; written with the rest instead of an HINCRBY
+    local attempts = string.format('%d', (tonumber(f[3]) or 0) + 1)
     redis.call('HSET', jobkey, 'state', 'completed', 'finished_at', now, 'result', result,
-      'settled_token', token)
+      'settled_token', token, 'attempts_made', attempts)
     emit(k.events, maxev, 'complete', id, 'completed')
-    finish(jobkey, id, k.completed, prefix, now, 'keep_completed', trims)
+    finish(jobkey, id, k.completed, prefix, now, 'keep_completed', trims, f[4] or '-1:-1')
     code = 1
   end
   codes[#codes + 1] = code
