@@ -170,6 +170,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert type(exc) is expected, f"{verb} {job_id}/{token}: {exc!r}, model {m}"
             return
         assert expected is None, f"{verb} {job_id}/{token} accepted with a stale token, model {m}"
+        if verb in ("retry", "release") and m.cancel_requested:
+            target = "cancelled"  # a cancel asked for during the attempt wins over running it again
         m.state, m.lease = target, ""
         if verb in ("complete", "fail", "retry"):  # each counts the attempt it settles
             m.attempts += 1
