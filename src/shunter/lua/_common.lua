@@ -132,6 +132,17 @@ local function trim_all(trims, prefix, now)
   for index, rule in pairs(trims) do trim(index, prefix, now, rule[1], rule[2]) end
 end
 
+-- A cancel asked for while the attempt ran wins over running the job again (`retry`,
+-- `release`): the job ends cancelled, with the event of the verb. True when it did.
+local function cancel_if_requested(jobkey, id, prefix, events, maxev, verb)
+  if redis.call('HEXISTS', jobkey, 'cancel_requested') == 0 then return false end
+  local now = now_ms()
+  redis.call('HSET', jobkey, 'state', 'cancelled', 'cancelled_at', now, 'finished_at', now)
+  emit(events, maxev, verb, id, 'cancelled')
+  finish(jobkey, id, prefix .. 'cancelled', prefix, now, 'keep_failed')
+  return true
+end
+
 -- A job that cannot be handled (its key is not a hash, or a counter is not an integer) is
 -- failed with the reason instead of run or skipped. A script must not raise half-way:
 -- Redis does not undo what it already did, so jobs it had popped would be left in no index

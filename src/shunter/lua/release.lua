@@ -11,14 +11,7 @@ local code = check_lease(jobkey, token)
 if code ~= 0 then return code end
 redis.call('ZREM', active, id)  -- the first write must not grow memory: see _common.lua
 settled(jobkey, token)
-if redis.call('HEXISTS', jobkey, 'cancel_requested') == 1 then
-  -- Cancelled while it ran: handing it back would only run it again.
-  local now = now_ms()
-  redis.call('HSET', jobkey, 'state', 'cancelled', 'cancelled_at', now, 'finished_at', now)
-  emit(events, maxev, 'release', id, 'cancelled')
-  finish(jobkey, id, prefix .. 'cancelled', prefix, now, 'keep_failed')
-  return 1
-end
+if cancel_if_requested(jobkey, id, prefix, events, maxev, 'release') then return 1 end
 requeue(jobkey, id, waiting, meta, marker)  -- back at the head: it was already under way
 emit(events, maxev, 'release', id, 'waiting')
 return 1

@@ -22,14 +22,7 @@ else
   redis.call('HINCRBY', jobkey, 'deferrals', 1)
 end
 redis.call('HSET', jobkey, 'error', err)
-if redis.call('HEXISTS', jobkey, 'cancel_requested') == 1 then
-  -- A cancel was asked for while this attempt ran: the user's word wins over a retry.
-  local now = now_ms()
-  redis.call('HSET', jobkey, 'state', 'cancelled', 'cancelled_at', now, 'finished_at', now)
-  emit(events, maxev, 'retry', id, 'cancelled')
-  finish(jobkey, id, prefix .. 'cancelled', prefix, now, 'keep_failed')
-  return 1
-end
+if cancel_if_requested(jobkey, id, prefix, events, maxev, 'retry') then return 1 end
 local state = 'waiting'
 if delay > 0 then
   schedule(jobkey, id, scheduled, marker, now_ms() + delay)
