@@ -90,6 +90,13 @@ async def eventually(check: Callable[[], Awaitable[Any]] | Callable[[], Any], ti
     raise AssertionError(f"{message} not met within {timeout}s (last value: {last!r})")
 
 
+async def burst(queue: Queue, tasks: dict[str, Any], **options: Any) -> Worker:
+    """Run a Worker on ``queue`` in burst mode (until nothing is left) and return it."""
+    worker = Worker(queue.name, tasks, REDIS_URL, lease=2, **options)
+    await asyncio.wait_for(worker.run(burst=True, handle_signals=False), 30)
+    return worker
+
+
 class RunningWorker:
     """A worker running in a background task of the test's event loop."""
 

@@ -6,7 +6,6 @@ keeps processing the other jobs."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pickle
 import sys
@@ -16,15 +15,9 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from shunter import Backoff, Job, Queue, State, Worker
+from shunter import Backoff, Job, Queue, State
 
-from .conftest import REDIS_URL
-
-
-async def burst(queue: Queue, tasks: dict[str, Any], **options: Any) -> Worker:
-    worker = Worker(queue.name, tasks, REDIS_URL, lease=2, **options)
-    await asyncio.wait_for(worker.run(burst=True, handle_signals=False), 30)
-    return worker
+from .conftest import burst
 
 
 class Recorder:

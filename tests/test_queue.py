@@ -22,17 +22,10 @@ from shunter import (
     Retention,
     State,
     UnrecoverableError,
-    Worker,
 )
 from shunter.storage import Storage
 
-from .conftest import REDIS_URL, eventually
-
-
-async def burst(queue: Queue, tasks: dict[str, Any], **options: Any) -> Worker:
-    worker = Worker(queue.name, tasks, REDIS_URL, lease=2, **options)
-    await asyncio.wait_for(worker.run(burst=True, handle_signals=False), 30)
-    return worker
+from .conftest import REDIS_URL, burst, eventually
 
 
 async def server_ms(client: redis.asyncio.Redis) -> int:

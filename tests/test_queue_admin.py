@@ -21,16 +21,9 @@ from shunter import (
     ShunterError,
     State,
     UnrecoverableError,
-    Worker,
 )
 
-from .conftest import REDIS_URL, eventually
-
-
-async def burst(queue: Queue, tasks: dict[str, Any], **options: Any) -> Worker:
-    worker = Worker(queue.name, tasks, REDIS_URL, lease=2, **options)
-    await asyncio.wait_for(worker.run(burst=True, handle_signals=False), 30)
-    return worker
+from .conftest import burst, eventually
 
 
 async def keys_of(client: redis.asyncio.Redis, queue: Queue) -> list[bytes]:
