@@ -351,9 +351,14 @@ class Storage:
     async def heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> None:
         """Say this worker is alive for ``ttl_ms``: a key that expires on the server (so
         liveness never depends on clocks) plus an entry in the queue's worker index."""
+        now_ms = int(time.time() * 1000)
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.worker(worker_id), info, px=max(ttl_ms, 1))
-            pipe.zadd(self.keys.workers, {worker_id: int(time.time() * 1000)})
+            pipe.zadd(self.keys.workers, {worker_id: now_ms})
+            # Workers that died never remove their entry and every start has a new id: drop
+            # entries not refreshed for 100 heartbeat lifetimes, so the index stays bounded.
+            # (Client clocks only decide when a long-dead id is forgotten, never liveness.)
+            pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms - 100 * max(ttl_ms, 1))
             await pipe.execute()
 
     async def forget_worker(self, worker_id: str) -> None:

@@ -18,5 +18,11 @@ for i = 1, 6 do
 end
 if removed == 0 then
   redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+  -- worker heartbeats (an index of ids, one expiring key each)
+  local workers = prefix .. 'workers'
+  for _, id in ipairs(redis.call('ZRANGE', workers, 0, -1)) do
+    redis.call('DEL', prefix .. 'worker:' .. id)
+  end
+  redis.call('DEL', workers)
 end
 return removed
