@@ -87,20 +87,25 @@ class Acker:
         worker = self._worker
         # The finishing jobs still count as running; their slots are what we refill.
         claim = 0 if worker.stopping else max(0, min(worker.batch, worker.free_slots + len(batch)))
+        claim_id = worker.new_claim_id() if claim else ""
         worker.reserved += claim
         try:
             codes, claimed = await worker.storage.complete_many(
                 [(job_id, token, result) for job_id, token, result, _ in batch],
-                claim=claim, lease_ms=worker.lease_ms, worker_id=worker.id)
+                claim=claim, lease_ms=worker.lease_ms, worker_id=worker.id, claim_id=claim_id)
         except BaseException as exc:
+            if claim:
+                # The script may have run and claimed jobs for us: the fetcher re-sends the
+                # claim id (the reservation goes with it); each completion is retried by
+                # its executor, which recognises its own write if it had landed.
+                worker.claim_unresolved(claim_id, claim)
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        finally:
-            worker.reserved -= claim
+        worker.reserved -= claim
         for fields in claimed.jobs:
             worker.start_job(fields)
         for (*_, future), code in zip(batch, codes, strict=True):

@@ -12,10 +12,12 @@ never committed, and jobs interrupted by shutdown are released without using an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -41,25 +43,34 @@ class Interrupt(Enum):
 
 @dataclass(slots=True)
 class Running:
-    """One attempt in flight: the job, why it was interrupted (the first reason wins), and
-    the future the executor sleeps on until the handler ends, times out or is interrupted.
-    (One future woken by three callbacks: asyncio.wait would build sets, futures and
-    callbacks for every job.)"""
+    """One attempt in flight, identified by (queue, job id, fencing token): the job, why it
+    was interrupted (the first reason wins), and the future the executor sleeps on until the
+    handler ends, times out or is interrupted. (One future woken by three callbacks:
+    asyncio.wait would build sets, futures and callbacks for every job.)"""
 
     job: Job
     reason: Interrupt | None = None
     waiter: asyncio.Future[None] | None = None
     handler: asyncio.Future[Any] | None = None
     abandoned: bool = field(default=False)
+    #: Set by the pool thread when a sync handler begins: its timeout runs from then.
+    began: bool = field(default=False)
 
-    def signal(self, reason: Interrupt) -> None:
-        if self.reason is None:
-            self.reason = reason
-            self.wake()
+    def signal(self, reason: Interrupt) -> bool:
+        """Interrupt the attempt; False if it already was (the first reason stands)."""
+        if self.reason is not None:
+            return False
+        self.reason = reason
+        self.wake()
+        return True
 
     def wake(self, _: object = None) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+
+class NotStarted(Exception):
+    """A sync handler's attempt was interrupted while it waited for a thread: never run."""
 
 
 class HandlerExit(Exception):
@@ -73,7 +84,12 @@ async def _guard(fn: Any, job: Job) -> Any:
         raise HandlerExit(f"handler raised {type(exc).__name__}({exc})") from None
 
 
-def _call_sync(fn: Any, job: Job) -> Any:
+def _call_sync(fn: Any, job: Job, began: Callable[[], None]) -> Any:
+    # Runs in a pool thread. An attempt interrupted while it waited for a thread (lease
+    # lost, cancelled, shutdown) must not start at all.
+    if job._stop_asked:
+        raise NotStarted()
+    began()
     try:
         result = fn(job)
     except (SystemExit, KeyboardInterrupt) as exc:  # same error as from an async handler
@@ -112,40 +128,64 @@ Ended = tuple[BaseException | None, Any, Interrupt | None]  #: (error, result, i
 
 
 async def _invoke(worker: Worker, run: Running, task: Task) -> Ended:
-    """Run the handler until it returns, times out or is interrupted."""
+    """Run the handler until it returns, times out or is interrupted. The timeout of a sync
+    handler runs from when its thread starts it, not from when it was queued."""
     job = run.job
     loop = asyncio.get_running_loop()
+    timeout = job.timeout or task.timeout or worker.job_timeout
+    timer: asyncio.TimerHandle | None = None
+    pooled: Future[Any] | None = None
     if task.is_async:
         handler: asyncio.Future[Any] = loop.create_task(_guard(task.fn, job))
     else:
+        def began() -> None:  # in the pool thread
+            run.began = True
+            worker.handler_began(run, timeout)
+            with contextlib.suppress(RuntimeError):  # loop closed: the worker is gone
+                loop.call_soon_threadsafe(arm)
+
+        def arm() -> None:
+            nonlocal timer
+            if not handler.done():
+                timer = loop.call_later(timeout, run.wake)
+
         ctx = contextvars.copy_context()
-        handler = asyncio.wrap_future(worker.pool.submit(ctx.run, _call_sync, task.fn, job))
+        pooled = worker.threads.submit(ctx.run, _call_sync, task.fn, job, began)
+        handler = asyncio.wrap_future(pooled)
     run.handler = handler
-    timeout = job.timeout or task.timeout or worker.job_timeout
     if run.reason is None:  # an interrupt may have come before the handler started
         run.waiter = loop.create_future()
         handler.add_done_callback(run.wake)
-        timer = loop.call_later(timeout, run.wake)
+        if task.is_async:
+            timer = loop.call_later(timeout, run.wake)
         try:
             await run.waiter
         finally:
-            timer.cancel()
-    if handler.done():
+            if timer is not None:
+                timer.cancel()
+    if handler.done() and not (handler.cancelled() or isinstance(handler.exception(), NotStarted)):
         # It ended by itself: its outcome stands, unless the lease is gone (then the commit
         # would be refused anyway, and we say why in the log instead).
         lost = run.reason is Interrupt.LEASE_LOST
         err = handler.exception()
         return err, (None if err else handler.result()), (Interrupt.LEASE_LOST if lost else None)
     reason = run.reason
-    # Stop the handler: async ones get CancelledError, sync ones see job.cancelled.
+    # Stop the handler: async ones get CancelledError, sync ones see job.cancelled (or
+    # never start, if no thread took them yet).
     job._stop_asked = True
     if task.is_async:
         handler.cancel()
+    elif pooled is not None:
+        pooled.cancel()
     await asyncio.wait({handler}, timeout=worker.cancel_grace)
     if not handler.done():
         run.abandoned = True
-        log.warning("job %s: handler did not stop within %.1fs of %s; abandoning it", job.id,
-                    worker.cancel_grace, reason.value if reason else "its timeout")
+        if pooled is not None:
+            worker.threads.abandon(pooled)
+        worker.counters["abandoned"] += 1
+        log.warning("job %s: handler did not stop within %.1fs of %s; abandoning it "
+                    "(%d abandoned sync handler(s) still running)", job.id, worker.cancel_grace,
+                    reason.value if reason else "its timeout", worker.threads.abandoned)
         handler.add_done_callback(_swallow)
     elif (not handler.cancelled() and handler.exception() is None
           and reason is Interrupt.SHUTDOWN and not job._stop_seen):
@@ -206,6 +246,11 @@ async def _fenced(worker: Worker, run: Running, counter: str,
             worker.counters["lease_lost"] += 1
             log.warning("job %s: commit rejected, another attempt owns the job now", run.job.id)
             return
+        except JobNotFound:
+            # Deleted meanwhile: by obliterate, or by retention (keep count 0) right after
+            # our own write landed and its reply was lost. Nothing is left to record.
+            log.info("job %s: gone before its %s was recorded (deleted meanwhile)",
+                     run.job.id, counter)
         except JobNotInState:
             if not await _landed(worker, run):
                 # The job left active without our write: rescued after our lease ran out.

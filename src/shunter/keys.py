@@ -13,7 +13,7 @@ class QueueKeys:
     """Key names for one queue. Job keys are ``<prefix>job:<id>`` (built inside scripts too)."""
 
     __slots__ = (
-        "active", "cancelled", "completed", "events", "failed", "marker", "meta", "name",
+        "active", "cancelled", "claims", "completed", "events", "failed", "marker", "meta", "name",
         "prefix", "rescue_lock", "scheduled", "waiting", "workers",
     )
 
@@ -32,6 +32,8 @@ class QueueKeys:
         self.marker = p + "marker"  #: zset of one member that idle workers block on
         self.rescue_lock = p + "rescue-lock"  #: SET NX PX key rate-limiting stall rescue
         self.workers = p + "workers"  #: zset of worker ids that sent a heartbeat (an index)
+        #: zset of claim request ids with a record (see :meth:`claim`), score = expiry (ms)
+        self.claims = p + "claims"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -42,3 +44,8 @@ class QueueKeys:
     def worker(self, worker_id: str) -> str:
         """A worker's heartbeat: its JSON description, SET with a PX time-to-live."""
         return f"{self.prefix}worker:{worker_id}"
+
+    def claim(self, claim_id: str) -> str:
+        """The (job, token) pairs one claim handed out, kept for one lease (SET PX) so that
+        the same claim re-sent after a lost reply returns the same jobs (built in Lua too)."""
+        return f"{self.prefix}claim:{claim_id}"

@@ -48,7 +48,9 @@ class LeaseKeeper(threading.Thread):
         self.interval = lease_ms / 3000
         self.on_lost = on_lost
         self.on_cancel = on_cancel
-        self._held: dict[tuple[str, str], Held] = {}
+        #: Keyed by attempt, not by job: an attempt that lost its lease may still be
+        #: winding down in this worker when the same job is claimed here again.
+        self._held: dict[tuple[str, str, int], Held] = {}
         self._lock = threading.Lock()
         self._halt = threading.Event()
         self._probe_sent: float | None = None
@@ -58,13 +60,28 @@ class LeaseKeeper(threading.Thread):
         self.renewals = 0
         self.errors = 0
 
-    def add(self, keys: QueueKeys, job_id: str, token: int, hard_deadline: float | None) -> None:
-        with self._lock:
-            self._held[(keys.name, job_id)] = Held(keys, job_id, token, hard_deadline)
+    @staticmethod
+    def held_key(queue: str, job_id: str, token: int) -> tuple[str, str, int]:
+        """One attempt: (queue, job id, fencing token)."""
+        return (queue, job_id, token)
 
-    def remove(self, queue: str, job_id: str) -> None:
+    def add(self, keys: QueueKeys, job_id: str, token: int, hard_deadline: float | None) -> None:
+        """Renew this attempt's lease until :meth:`remove` or ``hard_deadline`` (monotonic)."""
         with self._lock:
-            self._held.pop((queue, job_id), None)
+            self._held[self.held_key(keys.name, job_id, token)] = Held(keys, job_id, token,
+                                                                      hard_deadline)
+
+    def set_deadline(self, queue: str, job_id: str, token: int, hard_deadline: float | None) -> None:
+        """Move an attempt's hard deadline (a sync handler's time runs from its start)."""
+        with self._lock:
+            held = self._held.get(self.held_key(queue, job_id, token))
+            if held is not None:
+                held.hard_deadline = hard_deadline
+
+    def remove(self, queue: str, job_id: str, token: int) -> None:
+        """Stop renewing this attempt (only this one: other attempts of the job stay)."""
+        with self._lock:
+            self._held.pop(self.held_key(queue, job_id, token), None)
 
     def stop(self) -> None:
         self._halt.set()
@@ -94,7 +111,7 @@ class LeaseKeeper(threading.Thread):
             for held, code in zip(group, codes, strict=True):
                 code = int(code)
                 if code < 0:
-                    self.remove(keys.name, held.job_id)
+                    self.remove(keys.name, held.job_id, held.token)
                     self._notify(self.on_lost, keys.name, held.job_id, held.token)
                 elif code == 2:
                     self._notify(self.on_cancel, keys.name, held.job_id, held.token)

@@ -184,22 +184,25 @@ class Storage:
         return int(await self._run("promote", [k.scheduled, k.waiting, k.meta, k.events, k.marker],
                                    [k.prefix, limit, self.max_events]))
 
-    async def claim(self, count: int, lease_ms: int, worker_id: str,
+    async def claim(self, count: int, lease_ms: int, worker_id: str, claim_id: str = "",
                     promote_limit: int = 1000) -> ClaimResult:
+        """Claim up to ``count`` waiting jobs. With a ``claim_id``, sending the same call
+        again (its reply was lost) returns the same jobs instead of new ones."""
         k = self.keys
         jobs, next_due, pending, paused = await self._run(
             "claim", [k.waiting, k.scheduled, k.active, k.meta, k.events, k.marker, k.failed],
-            [k.prefix, count, lease_ms, worker_id, self.max_events, promote_limit])
+            [k.prefix, count, lease_ms, worker_id, self.max_events, promote_limit, claim_id])
         return ClaimResult([claimed(j) for j in jobs], int(next_due), int(pending), bool(paused))
 
     async def complete_many(self, done: Sequence[tuple[str, int, bytes]], *, claim: int = 0,
-                            lease_ms: int = 0, worker_id: str = "",
+                            lease_ms: int = 0, worker_id: str = "", claim_id: str = "",
                             promote_limit: int = 1000) -> tuple[list[int], ClaimResult]:
         """Complete several jobs (``(job_id, token, result)`` each, fenced one by one) and
         claim up to ``claim`` next jobs, in one round trip. Returns one code per job (1, or
-        a negative ErrorCode) and the claim."""
+        a negative ErrorCode) and the claim (idempotent under ``claim_id``, as :meth:`claim`)."""
         k = self.keys
-        args: list[Arg] = [k.prefix, self.max_events, claim, lease_ms, worker_id, promote_limit]
+        args: list[Arg] = [k.prefix, self.max_events, claim, lease_ms, worker_id, promote_limit,
+                           claim_id]
         for job_id, token, result in done:
             args += (job_id, token, result)
         codes, jobs, next_due, pending, paused = await self._run(

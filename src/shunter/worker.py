@@ -3,7 +3,13 @@
 Tasks on the worker's event loop: the fetcher (claims jobs, blocks on the server when the
 queue is empty), one executor task per job in flight (:mod:`shunter.executor`), and the
 maintenance task (rescues expired leases of any worker). Off the loop: the lease keeper
-thread (:mod:`shunter.lease`) and a thread pool for sync handlers.
+thread (:mod:`shunter.lease`) and the threads of sync handlers (:mod:`shunter.threads`).
+
+An attempt is identified by (queue, job id, fencing token), never by the job id alone: a
+worker that was frozen (SIGSTOP, a long GC pause, a VM migration) past its lease can find
+the job rescued and claim it again while its first attempt is still winding down. The
+new claim interrupts the old attempt (it lost its lease), and each attempt's end removes
+only its own entries.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import codec
@@ -34,10 +39,14 @@ from .options import Backoff
 from .outcome import Classifier, Task
 from .producer import DEFAULT_BACKOFF
 from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, UNAVAILABLE, Storage
+from .threads import HandlerThreads
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("shunter.worker")
+
+#: One attempt of a job in this worker (see :meth:`Worker.attempt_key`).
+AttemptKey = tuple[str, int]
 
 
 def _positive(value: object, what: str, low: float, high: float) -> float:
@@ -106,9 +115,11 @@ class Worker:
         #: Jobs completed, retried, failed, cancelled, released, and commits refused.
         self.counters: Counter[str] = Counter()
         self.server: ServerReport | None = None
-        self.pool = ThreadPoolExecutor(max_workers=self.concurrency + 4,
-                                       thread_name_prefix="shunter-sync")
-        self._running: dict[str, Running] = {}
+        #: Threads of sync handlers: one per slot, plus one per abandoned handler.
+        self.threads = HandlerThreads(self.concurrency)
+        self._running: dict[AttemptKey, Running] = {}
+        #: The newest attempt of each job running here (to supersede older ones).
+        self._newest: dict[str, Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._stop = asyncio.Event()
@@ -117,6 +128,13 @@ class Worker:
         self.lease_ms = int(self.lease * 1000)
         #: Slots promised to claims in flight (fetcher and acker), so they never over-claim.
         self.reserved = 0
+        #: Claims whose reply never came (connection cut after the script ran): (claim id,
+        #: count). Their slots stay reserved until the fetcher re-sends the same claim id,
+        #: which returns the same batch instead of leaving it to stall.
+        self._unresolved: list[tuple[str, int]] = []
+        self._claim_prefix = f"{uuid.uuid4().hex[:12]}:"
+        self._claim_seq = 0
+        self._nudge = asyncio.Event()
         self.acker = Acker(self)
         self._outage = 0
         self._started_at = time.time()
@@ -176,6 +194,7 @@ class Worker:
         self._stopping = True
         self._stop.set()
         self._slot.set()
+        self._nudge.set()
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         if threading.current_thread() is not threading.main_thread():
@@ -201,32 +220,49 @@ class Worker:
         self._stopping = True
         self._stop.set()
         self._slot.set()
+        self._nudge.set()
 
     # -- claiming --------------------------------------------------------------------------
+    def new_claim_id(self) -> str:
+        """A fresh claim request id: a re-sent claim with the same id returns the same batch."""
+        self._claim_seq += 1
+        return f"{self._claim_prefix}{self._claim_seq}"
+
+    def claim_unresolved(self, claim_id: str, count: int) -> None:
+        """A claim of ``count`` jobs (its slots reserved) got no reply: the script may have
+        run on the server. Keep the reservation; the fetcher re-sends it."""
+        self._unresolved.append((claim_id, count))
+        self._nudge.set()
+
     async def _fetch(self, burst: bool) -> None:
         while not self._stopping:
             free = self.free_slots
-            if free <= 0:
-                self._slot.clear()
-                await self._slot.wait()
-                continue
-            count = min(free, self.batch)
-            self.reserved += count
+            if self._unresolved:
+                # Re-send a claim whose reply was lost, once its slots are really free (the
+                # completions that came with it may still be in flight).
+                if free < 0:
+                    await self._wait_slot()
+                    continue
+                claim_id, count = self._unresolved.pop(0)
+            else:
+                if free <= 0:
+                    await self._wait_slot()
+                    continue
+                claim_id, count = self.new_claim_id(), min(free, self.batch)
+                self.reserved += count
             try:
-                claim = await self.storage.claim(count, self.lease_ms, self.id)
-            except UNAVAILABLE as exc:
+                claim = await self.storage.claim(count, self.lease_ms, self.id, claim_id)
+            except Exception as exc:  # unreachable, or a script error: never end the worker
+                self._unresolved.insert(0, (claim_id, count))
+                if not isinstance(exc, UNAVAILABLE):
+                    log.error("claim failed: %r", exc)
                 await self._server_unavailable(exc)
                 continue
-            except Exception as exc:  # a script error must not end the worker: log, back off
-                log.error("claim failed: %r", exc)
-                await self._server_unavailable(exc)
-                continue
-            finally:
-                self.reserved -= count
+            self.reserved -= count
             self._outage = 0
             for fields in claim.jobs:
                 self.start_job(fields)
-            if claim.jobs:
+            if claim.jobs or self._unresolved:
                 continue
             if burst and not self._running and (claim.pending == 0 or claim.paused):
                 return
@@ -236,6 +272,10 @@ class Worker:
             if burst:
                 timeout = min(timeout, 0.05)  # notice our own last job finishing
             await self._wait_for_work(timeout)
+
+    async def _wait_slot(self) -> None:
+        self._slot.clear()
+        await self._slot.wait()
 
     async def _server_unavailable(self, exc: BaseException) -> None:
         """Redis is unreachable (restart, failover, network): wait and try again, never exit.
@@ -250,8 +290,9 @@ class Worker:
     async def _wait_for_work(self, timeout: float) -> None:
         if timeout <= 0:
             return
+        self._nudge.clear()
         blocker = asyncio.ensure_future(self.storage.wait_for_work(timeout))
-        stopper = asyncio.ensure_future(self._stop.wait())
+        stopper = asyncio.ensure_future(self._nudge.wait())
         await asyncio.wait({blocker, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if not blocker.done():
@@ -267,42 +308,68 @@ class Worker:
         if not blocker.cancelled():
             blocker.exception()  # retrieved, so asyncio does not log it at shutdown
 
+    @staticmethod
+    def attempt_key(job_id: str, token: int) -> AttemptKey:
+        """One attempt of a job in this worker: (job id, fencing token)."""
+        return (job_id, token)
+
     def start_job(self, fields: dict[bytes, bytes]) -> None:
         """Begin running one job just claimed (by the fetcher or the acker)."""
         job = Job(self.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)
         job._loop = asyncio.get_running_loop()
         job._in_worker = True
         run = Running(job)
-        self._running[job.id] = run
+        key = self.attempt_key(job.id, job.token or 0)
+        older = self._newest.get(job.id)
+        # Claimed again while an older attempt still runs here: this worker was frozen past
+        # its lease and the job was rescued. The older attempt lost its lease; stop it now
+        # rather than when the lease keeper next hears of it.
+        if (older is not None and self.attempt_key(job.id, older.job.token or 0) != key
+                and older.signal(Interrupt.LEASE_LOST)):
+            self.counters["lease_lost"] += 1
+        self._running[key] = run
+        self._newest[job.id] = run
         timeout = job.timeout or (self.tasks[job.task].timeout if job.task in self.tasks else None)
         hard = time.monotonic() + (timeout or self.job_timeout) + self.cancel_grace + self.lease
         assert self._lease is not None
         self._lease.add(self.storage.keys, job.id, job.token or 0, hard)
-        task = job._loop.create_task(self._execute(run))
+        task = job._loop.create_task(self._execute(run, key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, run: Running) -> None:
+    def handler_began(self, run: Running, timeout: float) -> None:
+        """A sync handler's thread started it (called in that thread): its lease is renewed
+        for ``timeout`` from now, not from when it was queued."""
+        if self._lease is not None:
+            self._lease.set_deadline(self.storage.keys.name, run.job.id, run.job.token or 0,
+                                     time.monotonic() + timeout + self.cancel_grace + self.lease)
+
+    async def _execute(self, run: Running, key: AttemptKey) -> None:
         try:
             await execute(self, run)
+        except UNAVAILABLE as exc:
+            # Redis unreachable at commit time for a whole lease: the lease will expire and
+            # the job be rescued.
+            log.warning("job %s: could not record its outcome: %s", run.job.id, exc)
         except Exception:
-            # Redis unreachable at commit time: the lease will expire and the job be rescued.
             log.exception("job %s: could not record its outcome", run.job.id)
         finally:
-            self._running.pop(run.job.id, None)
+            # Only this attempt's entries: a newer attempt of the same job may be running.
+            self._running.pop(key, None)
+            if self._newest.get(run.job.id) is run:
+                del self._newest[run.job.id]
             if self._lease is not None:
-                self._lease.remove(self.storage.keys.name, run.job.id)
+                self._lease.remove(self.storage.keys.name, run.job.id, run.job.token or 0)
             self._slot.set()
 
     # -- signals from the lease keeper (run on the loop via call_soon_threadsafe) ----------
     def _current(self, queue: str, job_id: str, token: int) -> Running | None:
-        run = self._running.get(job_id)
+        run = self._running.get(self.attempt_key(job_id, token))
         return run if run is not None and run.job.token == token else None
 
     def _on_lease_lost(self, queue: str, job_id: str, token: int) -> None:
-        if run := self._current(queue, job_id, token):
+        if (run := self._current(queue, job_id, token)) and run.signal(Interrupt.LEASE_LOST):
             self.counters["lease_lost"] += 1
-            run.signal(Interrupt.LEASE_LOST)
 
     def _on_cancel_requested(self, queue: str, job_id: str, token: int) -> None:
         if run := self._current(queue, job_id, token):
@@ -332,9 +399,26 @@ class Worker:
         return codec.dumps({
             "id": self.id, "queue": self.storage.keys.name, "host": host, "pid": pid,
             "concurrency": self.concurrency, "running": len(self._running),
+            "abandoned": self.threads.abandoned,
             "started_at": self._started_at, "loop_lag": round(self.loop_lag, 4),
             "counters": dict(self.counters),
         })
+
+    async def _hand_back_unresolved(self) -> None:
+        """Jobs of a claim whose reply was lost are ours, unstarted: on the way out, fetch
+        them with the same claim id and hand them back at once (best effort; if Redis is
+        still unreachable they are rescued when their lease runs out)."""
+        while self._unresolved:
+            claim_id, count = self._unresolved.pop()
+            try:
+                # count 0: only the stored batch comes back, never new jobs
+                claim = await self.storage.claim(0, self.lease_ms, self.id, claim_id)
+                for fields in claim.jobs:
+                    with contextlib.suppress(Exception):
+                        await self.storage.release(fields[b"id"].decode(), int(fields[b"token"]))
+            except Exception as exc:
+                log.warning("could not hand back the jobs of an unanswered claim: %s", exc)
+            self.reserved -= count
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -347,12 +431,13 @@ class Worker:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.cancel_grace + 10)
         await self.acker.stop()
+        await self._hand_back_unresolved()
         if self._lease is not None:
             self._lease.stop()
             await asyncio.to_thread(self._lease.join, 5)
         with contextlib.suppress(Exception):
             await self.storage.forget_worker(self.id)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown()
         if self._owned:
             await self._client.aclose()
         log.info("worker %s stopped: %s", self.id, dict(self.counters))

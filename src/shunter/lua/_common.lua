@@ -189,10 +189,51 @@ local CLAIM_FIELDS = {'id', 'task', 'data', 'state', 'token', 'priority', 'attem
   'max_attempts', 'stalls', 'deferrals', 'timeout_ms', 'backoff', 'created_at', 'started_at',
   'progress', 'cancel_requested'}
 
+-- What follows every claim: when the next scheduled job is due, how much is pending, and
+-- whether the queue is paused ({jobs, next_due_ms, pending, paused}, see claim.lua).
+local function claim_reply(k, jobs, paused, now)
+  local next_due = -1
+  local first = redis.call('ZRANGE', k.scheduled, 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    next_due = tonumber(first[2]) - now
+    if next_due < 0 then next_due = 0 end
+  end
+  local pending = redis.call('ZCARD', k.waiting) + redis.call('ZCARD', k.scheduled)
+  return {jobs, next_due, pending, paused}
+end
+
+-- A claim request id makes a claim idempotent. When the connection drops after the script
+-- ran, the client (redis-py's retry, or the worker's own) sends the same call again; a
+-- second claim would take a second batch and leave the first in `active` with nobody
+-- running it, to be rescued as stalls that can dead-letter jobs that never ran. So a claim
+-- with an id records the (job, token) pairs it handed out under <prefix>claim:<id> for one
+-- lease, and a claim that finds that record returns the same jobs instead (those still
+-- active under the recorded token) and claims nothing new. The zset <prefix>claims indexes
+-- the records (score: when they expire) so that obliterate finds them; it is pruned here.
+local function replay_claim(k, prefix, record, now)
+  local pairs_ = cjson.decode(record)
+  local jobs = {}
+  for i = 1, #pairs_, 2 do
+    local f = redis.pcall('HMGET', prefix .. 'job:' .. pairs_[i], unpack(CLAIM_FIELDS))
+    if not f.err and f[4] == 'active' and f[5] == pairs_[i + 1] then
+      f[1] = pairs_[i]
+      jobs[#jobs + 1] = f
+    end
+  end
+  return claim_reply(k, jobs, redis.call('HEXISTS', k.meta, 'paused'), now)
+end
+
 -- Take up to `count` waiting jobs for one worker (the body of `claim`, also run by
 -- `complete` to claim the next jobs in the same round trip). Due scheduled jobs are
 -- promoted first. Returns {jobs, next_due_ms, pending, paused} as documented in claim.lua.
-local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_limit, now)
+-- `claim_id` ('' for none): see replay_claim.
+local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_limit, now, claim_id)
+  local record_key
+  if claim_id ~= '' then
+    record_key = prefix .. 'claim:' .. claim_id
+    local record = redis.call('GET', record_key)
+    if record then return replay_claim(k, prefix, record, now) end
+  end
   promote_due(k.scheduled, k.waiting, k.meta, k.events, k.marker, maxev, prefix, now, promote_limit)
 
   -- A job that cannot be claimed (see fail_corrupt) is failed with the reason, not run.
@@ -201,6 +242,7 @@ local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_lim
   end
 
   local jobs = {}
+  local handed = {}
   local paused = redis.call('HEXISTS', k.meta, 'paused')
   if paused == 0 and count > 0 then
     local popped = redis.call('ZPOPMIN', k.waiting, count)
@@ -225,9 +267,11 @@ local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_lim
           redis.call('HSET', jobkey, 'state', 'active', 'token', token, 'started_at', started,
             'worker', worker, 'id', id, 'place', popped[i + 1])
           redis.call('ZADD', k.active, now + lease_ms, id)
-          emit(k.events, maxev, 'claim', id, 'active', 'token', token)
+          emit(k.events, maxev, 'claim', id, 'active', 'token', token, 'worker', worker)
           f[1], f[4], f[5], f[14] = id, 'active', token, started
           jobs[#jobs + 1] = f
+          handed[#handed + 1] = id
+          handed[#handed + 1] = token
         end
       elseif state then
         -- The index says waiting but the hash disagrees (written by hand, or corrupted):
@@ -238,13 +282,11 @@ local function claim_jobs(k, prefix, count, lease_ms, worker, maxev, promote_lim
     end
     if redis.call('ZCARD', k.waiting) > 0 then wake(k.marker) end
   end
-
-  local next_due = -1
-  local first = redis.call('ZRANGE', k.scheduled, 0, 0, 'WITHSCORES')
-  if #first > 0 then
-    next_due = tonumber(first[2]) - now
-    if next_due < 0 then next_due = 0 end
+  if record_key and #handed > 0 then
+    local index = prefix .. 'claims'
+    redis.call('SET', record_key, cjson.encode(handed), 'PX', lease_ms)
+    redis.call('ZADD', index, now + lease_ms, claim_id)
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
   end
-  local pending = redis.call('ZCARD', k.waiting) + redis.call('ZCARD', k.scheduled)
-  return {jobs, next_due, pending, paused}
+  return claim_reply(k, jobs, paused, now)
 end

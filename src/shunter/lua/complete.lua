@@ -4,8 +4,8 @@ KEYS[1] waiting   KEYS[2] scheduled   KEYS[3] active   KEYS[4] meta   KEYS[5] ev
 KEYS[6] marker    KEYS[7] failed      KEYS[8] completed
 ARGV[1] key prefix   ARGV[2] max length of the event stream
 ARGV[3] jobs to claim afterwards (0 = none)   ARGV[4] lease in ms   ARGV[5] worker id
-ARGV[6] max scheduled jobs to promote
-ARGV[7..] triples of job id, fencing token, result as JSON
+ARGV[6] max scheduled jobs to promote   ARGV[7] claim request id ('' for none, see claim.lua)
+ARGV[8..] triples of job id, fencing token, result as JSON
 Returns {codes, jobs, next_due_ms, pending, paused}: one code per triple (1, or a negative
 ErrorCode such as TOKEN_MISMATCH when another attempt owns the job); the rest as claim.
 ]]
@@ -15,7 +15,7 @@ local prefix, maxev, claim_count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 local codes = {}
 local trims = {}
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jobkey = prefix .. 'job:' .. id
   local code, f = check_lease_with(jobkey, token, 'attempts_made', 'keep_completed')
@@ -33,5 +33,5 @@ for i = 7, #ARGV, 3 do
 end
 trim_all(trims, prefix, now)
 local claimed = claim_jobs(k, prefix, claim_count, tonumber(ARGV[4]), ARGV[5], maxev,
-  tonumber(ARGV[6]), now)
+  tonumber(ARGV[6]), now, ARGV[7])
 return {codes, claimed[1], claimed[2], claimed[3], claimed[4]}

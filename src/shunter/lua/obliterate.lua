@@ -24,5 +24,11 @@ if removed == 0 then
     redis.call('DEL', prefix .. 'worker:' .. id)
   end
   redis.call('DEL', workers)
+  -- claim records (see replay_claim in _common.lua), each expiring on its own
+  local claims = prefix .. 'claims'
+  for _, id in ipairs(redis.call('ZRANGE', claims, 0, -1)) do
+    redis.call('DEL', prefix .. 'claim:' .. id)
+  end
+  redis.call('DEL', claims)
 end
 return removed
