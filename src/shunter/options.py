@@ -84,8 +84,10 @@ class Backoff:
         elif self.kind == "fixed":
             base = self.delays[0]
         else:
-            exponent = min(n - 1, 1000)
-            base = min(self.delays[0] * self.factor ** exponent, self.max_delay)
+            try:
+                base = min(self.delays[0] * self.factor ** (n - 1), self.max_delay)
+            except OverflowError:  # e.g. factor 100 at attempt 200: far past any cap
+                base = self.max_delay
         if self.jitter:
             base *= r.uniform(1 - self.jitter, 1 + self.jitter)
         if self.spread:
