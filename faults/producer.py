@@ -19,6 +19,7 @@ from typing import Any
 from redis.exceptions import BusyLoadingError, ResponseError
 
 from shunter import Queue
+from shunter.errors import BulkAddError
 from shunter.storage import UNAVAILABLE
 
 from .ledger import Ledger
@@ -81,7 +82,7 @@ class Producer:
                 await asyncio.sleep(0.1)
                 self.stats.outage_s += 0.1
                 continue
-            except ResponseError as exc:  # a partial batch: re-send one by one to know which
+            except (ResponseError, BulkAddError) as exc:  # partly refused: re-send one by one to know which
                 self._error_seen(exc)
                 return all([await self._send_one(e, give_up_after) for e in entries])
             self.ledger.enqueue(self.queue.name, ids, "ok")

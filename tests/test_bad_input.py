@@ -42,12 +42,12 @@ async def rejected(queue: Queue, error: type[Exception] = InvalidInput, match: s
 # -- payloads ---------------------------------------------------------------------------------
 
 async def test_payload_too_large(queue_name: str, client: redis.asyncio.Redis) -> None:
-    async with Queue(queue_name, REDIS_URL, max_payload_bytes=1000) as queue:
-        exact = "x" * 998  # '"' + 998 + '"' = 1000 bytes of JSON: at the limit is fine
+    async with Queue(queue_name, REDIS_URL, max_payload_bytes=1024) as queue:
+        exact = "x" * 1022  # '"' + 1022 + '"' = 1024 bytes of JSON: at the limit is fine
         await queue.add("t", exact, job_id="fits")
         before = await keyspace(client, queue)
-        err = await rejected(queue, PayloadTooLarge, "1001 bytes", "t", exact + "x")
-        assert "1000" in str(err)
+        err = await rejected(queue, PayloadTooLarge, "1025 bytes", "t", exact + "x")
+        assert "1024" in str(err)
         await rejected(queue, PayloadTooLarge, None, "t", {"k": ["y" * 5000]})
         with pytest.raises(PayloadTooLarge):
             await queue.add_bulk([{"task": "t", "data": 1}, {"task": "t", "data": "z" * 2000}])
@@ -170,6 +170,38 @@ def test_bad_queue_name(name: Any) -> None:
         with pytest.raises(InvalidInput, match="queue name") as info:
             make()
         assert isinstance(info.value, ValueError) and "\x1b" not in str(info.value)
+
+
+@pytest.mark.parametrize(("option", "value", "rule"), [
+    ("max_events", 99, "from 100 to 10,000,000"),
+    ("max_events", 10_000_001, "from 100 to 10,000,000"),
+    ("max_events", 1000.0, "must be an int"),
+    ("max_events", True, "must be an int"),
+    ("max_events", "1000", "must be an int"),
+    ("max_payload_bytes", 1023, "from 1,024 to 67,108,864"),
+    ("max_payload_bytes", 64 * 1024 * 1024 + 1, "from 1,024 to 67,108,864"),
+    ("max_payload_bytes", 0, "from 1,024"),
+    ("max_payload_bytes", None, "must be an int"),
+])
+def test_bad_limits(option: str, value: Any, rule: str) -> None:
+    # The same rule for both producers (storage.validate_limits, which Worker uses too).
+    def worker(name: str, url: str, **kw: Any) -> Worker:
+        return Worker(name, {"t": lambda job: None}, url, **kw)
+
+    for make in (Queue, shunter_sync.Queue, worker):
+        with pytest.raises(InvalidInput, match=f"^{option} .*{rule}"):
+            make("q", REDIS_URL, **{option: value})
+
+
+@pytest.mark.parametrize("limits", [{"max_events": 100, "max_payload_bytes": 1024},
+                                    {"max_events": 10_000_000, "max_payload_bytes": 64 << 20}])
+async def test_limits_are_inclusive(limits: dict[str, int]) -> None:
+    async with Queue("q", REDIS_URL, **limits) as queue:
+        assert (queue.storage.max_events, queue.storage.max_payload_bytes) == (
+            limits["max_events"], limits["max_payload_bytes"])
+    with shunter_sync.Queue("q", REDIS_URL, **limits) as sq:
+        assert (sq.max_events, sq.max_payload_bytes) == (
+            limits["max_events"], limits["max_payload_bytes"])
 
 
 @pytest.mark.parametrize("task", ["", "1abc", "has space", "a:b", "a{b}", "x" * 201, "\x1b[31m",

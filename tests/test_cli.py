@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
 
-from shunter import Queue, server
+from shunter import Queue, server, stats
+from shunter.producer import build_spec
+from shunter.storage import Storage
 
 from .conftest import REDIS_URL, eventually
 
@@ -280,6 +284,84 @@ async def test_status_counts_workers_and_throughput(queue: Queue, start_worker: 
     await running.stop()
     (after,) = as_json("status", queue.name)
     assert after["workers"] == []  # a worker that stops cleanly removes its heartbeat
+
+
+async def _server_ms(client: redis.asyncio.Redis) -> int:
+    sec, usec = await client.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+async def _completions(client: redis.asyncio.Redis, queue: Queue, per_second: int,
+                       seconds: int, cap: int) -> int:
+    """``complete`` events at a steady rate over the last ``seconds`` of server time,
+    written as the scripts write them (XADD MAXLEN ~ cap); returns when the newest is."""
+    end = await _server_ms(client)
+    step = 1000 // per_second
+    async with client.pipeline(transaction=False) as pipe:
+        for ts in range(end - seconds * 1000 + step, end + 1, step):
+            pipe.xadd(queue.storage.keys.events, {"event": "complete", "job": f"j{ts}",
+                                                  "state": "completed"},
+                      id=f"{ts}-0", maxlen=cap, approximate=True)
+        await pipe.execute()
+    return end
+
+
+async def test_status_rate_is_over_the_span_a_capped_stream_holds(queue: Queue,
+                                                                  client: redis.asyncio.Redis) -> None:
+    # 200 jobs/s for 40 s into a stream capped near 2,000 events: it holds the last ~10 s.
+    # Dividing those by the 60 s window gave ~33/s.
+    end = await _completions(client, queue, 200, 40, 2000)
+    first: Any = await client.xrange(queue.storage.keys.events, count=1)
+    oldest = int(first[0][0].split(b"-")[0])
+    held = await client.xlen(queue.storage.keys.events)
+    (mine,) = as_json("status", queue.name)
+    after = await _server_ms(client)
+    assert mine["window_seconds"] == 60 and mine["completed_recent"] == held
+    assert (end - oldest) / 1000 <= mine["span_seconds"] <= (after - oldest) / 1000
+    rate = mine["jobs_per_second"]
+    assert held * 1000 / (after - oldest) - 0.01 <= rate <= held * 1000 / (end - oldest) + 0.01
+    assert 150 < rate <= 200
+    assert re.search(r"│ +1\d\d\.\d\d \(1\d(\.\d)?s\) │", ok("status", queue.name))  # the span shown
+
+
+async def test_status_rate_of_a_busy_queue_with_a_small_stream(queue_name: str,
+                                                               client: redis.asyncio.Redis) -> None:
+    # Real scripts, a stream capped at 1,000 events (the queue's max_events): a known
+    # number of jobs enqueued, claimed and completed in a measured span, then the rate.
+    storage = Storage(client, queue_name, max_events=1000)
+    done = 0
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < 1.5:
+        await storage.enqueue(build_spec("t", done, max_payload_bytes=1024))
+        (job,) = (await storage.claim(1, 60_000, "w")).jobs
+        await storage.complete(job[b"id"].decode(), int(job[b"token"]), b"1")
+        done += 1
+    measured = done / elapsed
+    try:
+        got = await stats.queue_stats(client, queue_name, window=60)
+        assert got.completed_recent < done / 3 and got.span < 1.5  # only the newest are held
+        assert 0.6 * measured < got.per_second < 1.6 * measured, (got, measured)
+    finally:
+        await storage.obliterate(force=True)
+
+
+async def test_status_rate_of_a_queue_busy_only_lately(queue: Queue, client: redis.asyncio.Redis) -> None:
+    # A stream that was never trimmed holds the whole window: 30 completions in the last
+    # 10 s of a 60 s window are 0.5/s over the window, not 3/s over the 10 s.
+    await _completions(client, queue, 3, 10, 10_000)
+    got = await stats.queue_stats(client, queue.name, window=60)
+    assert (got.completed_recent, got.span, got.per_second) == (30, 60, 0.5)
+
+
+async def test_status_rate_when_the_window_holds_more_than_is_read(
+        queue: Queue, client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stats, "MAX_EVENTS_READ", 500)
+    end = await _completions(client, queue, 200, 10, 10_000)  # 2,000 events, never trimmed
+    got = await stats.queue_stats(client, queue.name, window=60)
+    after = await _server_ms(client)
+    assert got.completed_recent == 500  # the newest 500: from end - 2.495 s
+    assert (end - 2495) <= after - got.span * 1000 <= end - 2495 + (after - end)
+    assert 500 / (2.495 + (after - end) / 1000) - 0.01 <= got.per_second <= 500 / 2.495 + 0.01
 
 
 async def test_status_watch_refreshes_until_ctrl_c(queue: Queue, tmp_path: Path) -> None:

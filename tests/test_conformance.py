@@ -59,6 +59,12 @@ async def server_ms(client: redis.asyncio.Redis) -> int:
     return int(sec) * 1000 + int(usec) // 1000
 
 
+async def enqueue(storage: Storage, spec: JobSpec) -> tuple[bool, State | None]:
+    """``(created, state)`` of one enqueue."""
+    result = await storage.enqueue(spec)
+    return result.created, result.state
+
+
 def _pair_id(param: Any) -> str:
     return "none" if param is None else str(param)
 
@@ -104,14 +110,14 @@ async def drive(storage: Storage, client: redis.asyncio.Redis, state: State | No
     if state is None:
         return 0
     if state is State.SCHEDULED:
-        created, got = await storage.enqueue(_spec(delay=0.001 if due_now else 3600))
-        assert (created, got) == (True, State.SCHEDULED)
+        assert await enqueue(storage, _spec(delay=0.001 if due_now else 3600)) == (
+            True, State.SCHEDULED)
         if due_now:
             due = await client.zscore(storage.keys.scheduled, JOB)
             assert due is not None
             await eventually(lambda: _after(client, due), message="scheduled job due")
         return 0
-    assert await storage.enqueue(_spec()) == (True, State.WAITING)
+    assert await enqueue(storage, _spec()) == (True, State.WAITING)
     if state is State.WAITING:
         return 0
     if state is State.CANCELLED:
@@ -139,7 +145,7 @@ async def _after(client: redis.asyncio.Redis, ms: float) -> bool:
 async def invoke(storage: Storage, name: str, token: int) -> Any:
     """Run transition ``name`` on ``JOB`` with valid arguments."""
     calls: dict[str, Any] = {
-        "enqueue": lambda: storage.enqueue(_spec()),
+        "enqueue": lambda: enqueue(storage, _spec()),
         "promote": lambda: storage.promote(),
         "claim": lambda: storage.claim(10, LONG_LEASE_MS, "worker-2"),
         "renew": lambda: storage.renew(LONG_LEASE_MS, [(JOB, token)]),

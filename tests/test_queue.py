@@ -13,6 +13,7 @@ import redis.asyncio
 
 from shunter import (
     Backoff,
+    BulkAddError,
     InvalidInput,
     Job,
     JobFailed,
@@ -22,8 +23,11 @@ from shunter import (
     Retention,
     State,
     UnrecoverableError,
+    WrongKeyType,
 )
-from shunter.storage import Storage
+from shunter.keys import QueueKeys
+from shunter.producer import build_spec
+from shunter.storage import ENQUEUE_CHUNK, Enqueued, Storage, enqueue_replies
 
 from .conftest import REDIS_URL, burst, eventually
 
@@ -31,6 +35,12 @@ from .conftest import REDIS_URL, burst, eventually
 async def server_ms(client: redis.asyncio.Redis) -> int:
     seconds, micros = await client.time()
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+def fields_of(job: Job) -> dict[str, Any]:
+    """Every public field of a job: what a reader of the job sees."""
+    return {name: getattr(job, name) for name in Job.__slots__
+            if not name.startswith("_") and name != "existing"}
 
 
 async def event_names(client: redis.asyncio.Redis, queue: Queue, job_id: str) -> list[str]:
@@ -78,6 +88,119 @@ async def test_add_with_every_option(queue: Queue, client: redis.asyncio.Redis) 
     unlimited = await queue.add("t", keep_completed=Retention(count=None, age=None))
     raw = await client.hgetall(queue.storage.keys.job(unlimited.id))
     assert raw[b"keep_completed"] == b"-1:-1"
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"delay": 60, "priority": -3, "attempts": 9, "timeout": 2.5,
+     "backoff": Backoff.schedule([1, 5], jitter=0.1, spread=2), "keep_completed": 4},
+    {"run_at": "in 5 minutes", "priority": 1000, "attempts": 1000},
+    {"run_at": "a minute ago", "backoff": Backoff.fixed(3)},
+], ids=["defaults", "delay", "run_at", "run_at-past"])
+async def test_add_returns_the_job_as_stored(queue: Queue, options: dict[str, Any]) -> None:
+    when = {"in 5 minutes": timedelta(minutes=5), "a minute ago": timedelta(minutes=-1)}
+    if "run_at" in options:
+        options["run_at"] = datetime.now(UTC) + when[options["run_at"]]
+    job = await queue.add("t", {"n": [1, 2.5], "s": "x"}, **options)
+    assert not job.existing and job.created_at is not None
+    assert fields_of(job) == fields_of(await queue.get_job(job.id))
+    assert job.data == {"n": [1, 2.5], "s": "x"}
+
+
+async def test_add_bulk_returns_the_jobs_as_stored(queue: Queue) -> None:
+    await queue.add("old", {"v": "original"}, job_id="x", priority=5, attempts=2)
+    entries: list[dict[str, Any]] = [
+        {"task": "a", "data": [1]},
+        {"task": "b", "job_id": "x", "data": "ignored", "priority": -1},
+        {"task": "c", "delay": 30, "attempts": 4, "timeout": 1, "backoff": Backoff.fixed(2)},
+        *({"task": "d", "data": i} for i in range(ENQUEUE_CHUNK)),  # two script calls
+    ]
+    jobs = await queue.add_bulk(entries)
+    assert [j.existing for j in jobs[:3]] == [False, True, False]
+    for job in jobs:
+        assert fields_of(job) == fields_of(await queue.get_job(job.id))
+    assert (jobs[1].task, jobs[1].data, jobs[1].priority) == ("old", {"v": "original"}, 5)
+
+
+# -- foreign data under a key the queue writes ------------------------------------------------
+
+async def test_add_refuses_a_foreign_job_key_and_writes_nothing(queue: Queue,
+                                                                client: redis.asyncio.Redis) -> None:
+    keys = queue.storage.keys
+    await client.set(keys.job("taken"), "not a job")
+    with pytest.raises(WrongKeyType, match="'taken' was not added") as info:
+        await queue.add("t", job_id="taken")
+    err = info.value
+    assert (err.job_id, err.key, err.found, err.expected) == ("taken", keys.job("taken"), "string",
+                                                              "hash")
+    assert await client.get(keys.job("taken")) == b"not a job"
+    assert [k async for k in client.scan_iter(match=keys.prefix + "*")] == [keys.job("taken").encode()]
+    assert (await queue.add("t", job_id="free")).state is State.WAITING  # the queue still works
+
+
+async def test_add_bulk_stores_the_rest_and_names_the_foreign_ones(
+        queue: Queue, client: redis.asyncio.Redis) -> None:
+    keys = queue.storage.keys
+    # one foreign key in the first script call, one in the third, and a repeated one
+    n = 2 * ENQUEUE_CHUNK + 50
+    foreign = {"j3": "string", f"j{ENQUEUE_CHUNK * 2 + 7}": "list"}
+    await client.set(keys.job("j3"), "x")
+    await client.rpush(keys.job(f"j{ENQUEUE_CHUNK * 2 + 7}"), "y")
+    await queue.add("t", {"first": 1}, job_id="j5")
+    entries = [{"task": "t", "data": i, "job_id": f"j{i}"} for i in range(n)] + [
+        {"task": "t", "job_id": "j3"}]
+    with pytest.raises(BulkAddError) as info:
+        await queue.add_bulk(entries)
+    err = info.value
+    assert set(err.errors) == set(foreign)
+    assert {job_id: e.found for job_id, e in err.errors.items()
+            if isinstance(e, WrongKeyType)} == foreign
+    assert f"3 of {n + 1} jobs not added, the other {n - 2} were stored" in str(err)
+    assert "'j3'" in str(err) and "holds a string" in str(err)
+    assert [j is None for j in err.jobs] == [f"j{i}" in foreign for i in range(n)] + [True]
+    stored = [j for j in err.jobs if j is not None]
+    assert len(stored) == n - 2
+    (j5,) = [j for j in stored if j.id == "j5"]
+    assert j5.existing and j5.data == {"first": 1}
+    for job in stored[:3]:
+        assert fields_of(job) == fields_of(await queue.get_job(job.id))
+    assert (await queue.counts())["waiting"] == n - 2
+    assert await client.get(keys.job("j3")) == b"x"  # foreign data is left alone
+    assert await client.type(keys.job(f"j{ENQUEUE_CHUNK * 2 + 7}")) == b"list"
+    # every stored job has its index entry and its event; the refused ones have neither
+    assert set(await queue.job_ids("waiting")) == {f"j{i}" for i in range(n)} - set(foreign)
+    stream: Any = await client.xrange(keys.events)
+    enqueued = {f[b"job"].decode() for _, f in stream}
+    assert enqueued == {f"j{i}" for i in range(n)} - set(foreign)
+    # a second call is safe: what was stored comes back as existing
+    with pytest.raises(BulkAddError) as again:
+        await queue.add_bulk(entries)
+    assert all(j.existing for j in again.value.jobs if j is not None)
+
+
+def test_a_chunk_refused_whole_fails_only_its_jobs() -> None:
+    # e.g. out of memory between two script calls of one add_bulk: the first call's jobs
+    # are stored, so they are returned; the refused ones carry the server's error
+    specs = [build_spec("t", job_id=f"j{i}", max_payload_bytes=1024) for i in range(ENQUEUE_CHUNK + 1)]
+    oom = redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+    keys = QueueKeys("q")
+    results = enqueue_replies(keys, specs, [[1, *[[1, b"waiting"]] * ENQUEUE_CHUNK], oom])
+    assert all(isinstance(r, Enqueued) for r in results[:ENQUEUE_CHUNK]) and results[-1] is oom
+    with pytest.raises(redis.exceptions.ResponseError):  # nothing stored: the error as it is
+        enqueue_replies(keys, specs, [oom, oom])
+
+
+async def test_a_foreign_queue_key_refuses_the_whole_call(queue: Queue,
+                                                          client: redis.asyncio.Redis) -> None:
+    keys = queue.storage.keys
+    await client.set(keys.waiting, "x")
+    with pytest.raises(WrongKeyType, match="holds a string, not a zset") as info:
+        await queue.add("t", job_id="a", delay=30)  # would not even touch `waiting`
+    assert info.value.key == keys.waiting and info.value.job_id is None
+    with pytest.raises(WrongKeyType):
+        await queue.add_bulk([{"task": "t"} for _ in range(ENQUEUE_CHUNK + 1)])
+    assert [k async for k in client.scan_iter(match=keys.prefix + "*")] == [keys.waiting.encode()]
+    await client.delete(keys.waiting)
 
 
 async def test_delay_schedules_the_job(queue: Queue, client: redis.asyncio.Redis) -> None:
@@ -184,7 +307,9 @@ async def test_add_existing_id_returns_existing(queue: Queue, client: redis.asyn
     assert await client.hgetall(keys.job("dup")) == before_hash
     assert await queue.counts() == before_counts
     assert await client.xlen(keys.events) == before_events
-    assert (await again.refresh()).data == {"v": "original"}
+    # the existing job as stored, not the one asked for
+    assert (again.task, again.data, again.max_attempts) == ("t", {"v": "original"}, 1)
+    assert fields_of(again) == fields_of(await queue.get_job("dup"))
 
 
 async def test_add_same_id_in_other_queue_is_independent(queue: Queue, queue_name: str) -> None:

@@ -15,11 +15,11 @@ import orjson
 import pytest
 import redis.asyncio
 
-from shunter.errors import ErrorCode, JobNotInState, LeaseLost, ShunterError
+from shunter.errors import ErrorCode, JobNotInState, LeaseLost, ShunterError, WrongKeyType
 from shunter.options import Retention
 from shunter.producer import build_spec
 from shunter.scripts import CLAIM_FIELDS
-from shunter.storage import JobSpec, Storage
+from shunter.storage import Enqueued, JobSpec, Storage
 
 from .conftest import eventually
 
@@ -30,6 +30,12 @@ ERR = b'{"type": "Boom", "message": "boom", "traceback": ""}'
 
 def spec(job_id: str, **options: Any) -> JobSpec:
     return build_spec("task", {"id": job_id}, job_id=job_id, max_payload_bytes=1 << 16, **options)
+
+
+async def enqueue(storage: Storage, spec: JobSpec) -> tuple[bool, str | None]:
+    """``(created, state)`` of one enqueue."""
+    result = await storage.enqueue(spec)
+    return result.created, result.state
 
 
 async def now_ms(client: redis.asyncio.Redis) -> int:
@@ -101,7 +107,7 @@ async def test_enqueue_writes_the_job_hash_index_and_marker(storage: Storage,
                                                            client: redis.asyncio.Redis) -> None:
     assert await keyspace(client, storage) == set()
     t0 = await now_ms(client)
-    assert await storage.enqueue(spec("a", priority=3, attempts=5)) == (True, "waiting")
+    assert await enqueue(storage, spec("a", priority=3, attempts=5)) == (True, "waiting")
     t1 = await now_ms(client)
     assert await keyspace(client, storage) == {"job:a", "waiting", "meta", "events", "marker"}
     f = await fields(client, storage, "a")
@@ -133,7 +139,7 @@ async def test_waiting_order_is_priority_then_fifo(storage: Storage,
 
 async def test_enqueue_scheduled_scores_by_due_time(storage: Storage,
                                                     client: redis.asyncio.Redis) -> None:
-    assert await storage.enqueue(spec("later", delay=60)) == (True, "scheduled")
+    assert await enqueue(storage, spec("later", delay=60)) == (True, "scheduled")
     assert await keyspace(client, storage) == {"job:later", "scheduled", "events", "marker"}
     f = await fields(client, storage, "later")
     assert f["state"] == "scheduled"
@@ -156,11 +162,67 @@ async def test_enqueue_scheduled_scores_by_due_time(storage: Storage,
 async def test_enqueue_existing_id_changes_nothing(storage: Storage, client: redis.asyncio.Redis,
                                                    delay: float | None) -> None:
     state = "waiting" if delay is None else "scheduled"
-    assert await storage.enqueue(spec("x", delay=delay)) == (True, state)
+    assert await enqueue(storage, spec("x", delay=delay)) == (True, state)
     before = await dump(client, storage)
     again = build_spec("other", {"new": 1}, job_id="x", priority=9, max_payload_bytes=1 << 16)
-    assert await storage.enqueue(again) == (False, state)
-    assert await storage.enqueue(spec("x")) == (False, state)
+    assert await enqueue(storage, again) == (False, state)
+    assert await enqueue(storage, spec("x")) == (False, state)
+    assert await dump(client, storage) == before
+
+
+async def test_enqueue_replies_what_it_stored(storage: Storage, client: redis.asyncio.Redis) -> None:
+    t0 = await now_ms(client)
+    new = await storage.enqueue(spec("a"))
+    later = await storage.enqueue(spec("b", delay=60))
+    f = await fields(client, storage, "a")
+    assert (new.created, new.now_ms, new.due_ms, new.fields) == (True, int(f["created_at"]), None, None)
+    assert t0 <= new.now_ms <= await now_ms(client)
+    assert later.due_ms == int((await fields(client, storage, "b"))["scheduled_for"])
+    again = await storage.enqueue(spec("a", priority=5))
+    assert (again.created, again.state) == (False, "waiting")
+    assert again.fields == await client.hgetall(storage.keys.job("a"))  # the whole hash
+
+
+@pytest.mark.parametrize("foreign", ["string", "list", "zset"])
+async def test_enqueue_skips_a_job_whose_key_is_not_a_hash(storage: Storage,
+                                                           client: redis.asyncio.Redis,
+                                                           foreign: str) -> None:
+    bad = storage.keys.job("b")
+    if foreign == "string":
+        await client.set(bad, "x")
+    elif foreign == "list":
+        await client.rpush(bad, "x")
+    else:
+        await client.zadd(bad, {"x": 1})
+    before = await dump(client, storage)
+    # alone: refused, nothing written (not even the event or the marker)
+    with pytest.raises(WrongKeyType, match="holds a " + foreign):
+        await storage.enqueue(spec("b"))
+    assert await dump(client, storage) == before
+    # in a batch: that job is refused, the others are stored whole
+    results = await storage.enqueue_many([spec("a"), spec("b"), spec("c", delay=60)])
+    assert isinstance(results[0], Enqueued) and isinstance(results[2], Enqueued)
+    assert isinstance(results[1], WrongKeyType)
+    assert (results[1].job_id, results[1].found) == ("b", foreign)
+    after = await dump(client, storage)
+    assert after["job:b"] == before["job:b"]
+    assert await keyspace(client, storage) == {"job:a", "job:b", "job:c", "waiting", "scheduled",
+                                               "meta", "events", "marker"}
+    assert await zmembers(client, storage.keys.waiting) == ["a"]
+    assert await zmembers(client, storage.keys.scheduled) == ["c"]
+    assert await events(client, storage) == [("enqueue", "a", "waiting"), ("enqueue", "c", "scheduled")]
+
+
+@pytest.mark.parametrize("key", ["waiting", "scheduled", "meta", "events", "marker"])
+async def test_enqueue_writes_nothing_when_a_queue_key_is_foreign(storage: Storage,
+                                                                  client: redis.asyncio.Redis,
+                                                                  key: str) -> None:
+    await client.sadd(getattr(storage.keys, key), "x")  # a set: no queue key is one
+    before = await dump(client, storage)
+    with pytest.raises(WrongKeyType, match=f"key {storage.keys.prefix}{key} holds a set"):
+        await storage.enqueue(spec("a"))
+    with pytest.raises(WrongKeyType):
+        await storage.enqueue_many([spec("b"), spec("c", delay=60)])
     assert await dump(client, storage) == before
 
 

@@ -9,6 +9,7 @@ import contextlib
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ import redis
 
 from shunter import (
     Backoff,
+    BulkAddError,
     InvalidInput,
     Job,
     JobFailed,
@@ -30,6 +32,7 @@ from shunter import (
     State,
     UnrecoverableError,
     Worker,
+    WrongKeyType,
 )
 from shunter import sync as shunter_sync
 
@@ -129,6 +132,35 @@ def test_add_with_options(sq: shunter_sync.Queue, rclient: redis.Redis) -> None:
     assert abs((at.scheduled_for - when).total_seconds()) < 0.002
 
 
+def fields_of(job: Job) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in Job.__slots__
+            if not name.startswith("_") and name != "existing"}
+
+
+def test_add_returns_the_job_as_stored(sq: shunter_sync.Queue) -> None:
+    jobs = [sq.add("t", {"n": 1}), sq.add("u", [2], job_id="s", delay=60, priority=3, attempts=7,
+                                           timeout=1.5, backoff=Backoff.fixed(4))]
+    jobs += sq.add_bulk([{"task": "v", "data": "x", "attempts": 2}, {"task": "w", "job_id": "s"}])
+    jobs.append(sq.add("other", job_id="s"))
+    assert [j.existing for j in jobs] == [False, False, False, True, True]
+    for job in jobs:
+        assert job.created_at is not None
+        assert fields_of(job) == fields_of(sq.get_job(job.id))
+    assert (jobs[-1].task, jobs[-1].data, jobs[-1].max_attempts) == ("u", [2], 7)
+
+
+def test_foreign_job_keys(sq: shunter_sync.Queue, rclient: redis.Redis) -> None:
+    rclient.set(sq.keys.job("taken"), "x")
+    with pytest.raises(WrongKeyType, match="'taken' was not added"):
+        sq.add("t", job_id="taken")
+    with pytest.raises(BulkAddError) as info:
+        sq.add_bulk([{"task": "t", "job_id": "a"}, {"task": "t", "job_id": "taken"},
+                     {"task": "t", "job_id": "b"}])
+    assert list(info.value.errors) == ["taken"]
+    assert [j and j.id for j in info.value.jobs] == ["a", None, "b"]
+    assert sq.counts()["waiting"] == 2 and rclient.get(sq.keys.job("taken")) == b"x"
+
+
 def test_priority_order(sq: shunter_sync.Queue, rclient: redis.Redis) -> None:
     for job_id, priority in [("a", 0), ("b", 2), ("c", 0), ("d", -1), ("e", 2)]:
         sq.add("t", job_id=job_id, priority=priority)
@@ -211,10 +243,10 @@ def test_validation(sq: shunter_sync.Queue, rclient: redis.Redis, args: tuple[An
 
 
 def test_small_payload_cap(queue_name: str, rclient: redis.Redis) -> None:
-    with shunter_sync.Queue(queue_name, REDIS_URL, max_payload_bytes=10) as q:
-        q.add("t", "12345678")
+    with shunter_sync.Queue(queue_name, REDIS_URL, max_payload_bytes=1024) as q:
+        q.add("t", "x" * 1022)
         with pytest.raises(PayloadTooLarge):
-            q.add("t", "123456789")
+            q.add("t", "x" * 1023)
         assert q.counts()["waiting"] == 1
     asyncio.run(_obliterate(queue_name))
 
@@ -346,4 +378,42 @@ def test_passed_client_is_not_closed(queue_name: str, rclient: redis.Redis) -> N
     q.close()
     assert rclient.ping()
     assert rclient.exists(q.keys.job("x")) == 1
+    asyncio.run(_obliterate(queue_name))
+
+
+# -- connections --------------------------------------------------------------------------------
+
+def _named(name: str) -> str:
+    """REDIS_URL with a client name, so this test's connections can be told apart."""
+    return f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}client_name={name}"
+
+
+def _connections(rclient: redis.Redis, name: str) -> int:
+    return sum(1 for c in rclient.client_list() if c.get("name") == name)
+
+
+def test_close_closes_every_connection(queue_name: str, rclient: redis.Redis) -> None:
+    name = f"sq-{uuid.uuid4().hex[:12]}"
+    q = shunter_sync.Queue(queue_name, _named(name))
+    job = q.add("t", {"n": 1})
+    with ThreadPoolExecutor(8) as pool:  # threads at once: the blocking pool grows
+        list(pool.map(lambda i: [q.add("t", i) for _ in range(20)], range(8)))
+    q.add_bulk([{"task": "t"}] * 300)
+    # the jobs' async methods, in event loops that end (or time out in XREAD BLOCK)
+    assert asyncio.run(job.refresh()).data == {"n": 1}
+    with pytest.raises(TimeoutError):
+        asyncio.run(job.wait(timeout=0.05))
+    assert _connections(rclient, name) >= 1
+    q.close()
+    wait_until(lambda: _connections(rclient, name) == 0)
+    q.close()  # twice is fine
+
+    # a client passed in stays open; what the queue opened itself does not
+    user = redis.Redis.from_url(_named(name))
+    with shunter_sync.Queue(queue_name, user) as q:
+        asyncio.run(q.add("t", job_id="mine").refresh())
+    wait_until(lambda: _connections(rclient, name) == 1)
+    assert user.ping()
+    user.close()
+    wait_until(lambda: _connections(rclient, name) == 0)
     asyncio.run(_obliterate(queue_name))

@@ -6,6 +6,7 @@ Public surface::
 """
 
 from .errors import (
+    BulkAddError,
     DecodeError,
     InvalidInput,
     JobNotFound,
@@ -17,6 +18,7 @@ from .errors import (
     UnrecoverableError,
     UnregisteredTask,
     UnsupportedServer,
+    WrongKeyType,
 )
 from .events import Event, QueueEvents
 from .job import Job, JobError, JobFailed
@@ -30,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backoff",
+    "BulkAddError",
     "Decision",
     "DecodeError",
     "Event",
@@ -53,5 +56,6 @@ __all__ = [
     "UnregisteredTask",
     "UnsupportedServer",
     "Worker",
+    "WrongKeyType",
     "__version__",
 ]

@@ -109,11 +109,13 @@ def sync_twin(client: redis.asyncio.Redis) -> redis.Redis:
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **kwargs))
 
 
-def async_twin(client: redis.Redis) -> redis.asyncio.Redis:
+def async_twin(client: redis.Redis, *,
+               pool_class: type[redis.asyncio.ConnectionPool] = redis.asyncio.ConnectionPool,
+               ) -> redis.asyncio.Redis:
     """An asyncio client to the same server as a blocking client."""
     pool = client.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs["decode_responses"] = False
     reverse = {sync: async_ for async_, sync in _SYNC_CLASS.items()}
     cls = reverse.get(pool.connection_class, aconn.Connection)
-    return redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(connection_class=cls, **kwargs))
+    return redis.asyncio.Redis(connection_pool=pool_class(connection_class=cls, **kwargs))

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .job import Job
 
 __all__ = [
+    "BulkAddError",
     "DecodeError",
     "ErrorCode",
     "InvalidInput",
@@ -17,6 +22,7 @@ __all__ = [
     "UnrecoverableError",
     "UnregisteredTask",
     "UnsupportedServer",
+    "WrongKeyType",
 ]
 
 
@@ -31,6 +37,9 @@ class ErrorCode(IntEnum):
     TOKEN_MISMATCH = -3
     #: The queue has active jobs and the operation needs it idle.
     QUEUE_BUSY = -4
+    #: A key shunter writes holds another Redis type (foreign data, e.g. a ``SET`` on a
+    #: job key); nothing was written to it.
+    WRONG_TYPE = -5
 
 
 class ShunterError(Exception):
@@ -89,6 +98,46 @@ class LeaseLost(ShunterError):
         super().__init__(f"lease lost: {transition} of job {job_id!r} rejected by its fencing token")
         self.job_id = job_id
         self.transition = transition
+
+
+class WrongKeyType(ShunterError):
+    """A key shunter needs holds another Redis type: foreign data written there by hand or
+    by another program (e.g. ``SET shunter:{q}:job:<id> x``). Nothing was written to it.
+
+    From ``add``, ``job_id`` names the job that was not added; ``key`` is the key at
+    fault, ``found`` the type it holds and ``expected`` the type shunter needs.
+    """
+
+    def __init__(self, queue: str, key: str, found: str, expected: str,
+                 job_id: str | None = None) -> None:
+        what = f"job {job_id!r} was not added to" if job_id is not None else "nothing was written to"
+        super().__init__(f"{what} queue {queue!r}: key {key} holds a {found}, not a {expected} "
+                         f"(foreign data; delete the key{' or use another id' if job_id else ''})")
+        self.queue = queue
+        self.key = key
+        self.found = found
+        self.expected = expected
+        self.job_id = job_id
+
+
+class BulkAddError(ShunterError):
+    """``add_bulk`` stored every job it could, but not all of them.
+
+    ``jobs`` has one entry per entry given, in order: the :class:`~shunter.Job` (created, or
+    existing) or None where the job was not added; ``errors`` maps each job id that was not
+    added to its error (a :class:`WrongKeyType`). Calling ``add_bulk`` again with the same
+    ids is safe: the stored ones come back with ``existing=True``.
+    """
+
+    def __init__(self, queue: str, jobs: list[Job | None], errors: dict[str, Exception]) -> None:
+        shown = "; ".join(f"{job_id!r}: {exc}" for job_id, exc in list(errors.items())[:5])
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        stored = sum(job is not None for job in jobs)
+        super().__init__(f"add_bulk to queue {queue!r}: {len(jobs) - stored} of {len(jobs)} "
+                         f"jobs not added, the other {stored} were stored. {shown}{more}")
+        self.queue = queue
+        self.jobs = jobs
+        self.errors = errors
 
 
 class UnregisteredTask(ShunterError):

@@ -1,24 +1,28 @@
-"""Validating and encoding ``add`` requests into :class:`~shunter.storage.JobSpec`.
+"""Validating and encoding ``add`` requests into :class:`~shunter.storage.JobSpec`, and
+turning what the enqueue script did into the :class:`~shunter.Job` objects ``add`` returns.
 
 Shared by the asyncio :class:`~shunter.queue.Queue` and the blocking
 :class:`shunter.sync.Queue`, so both reject the same bad input with the same errors,
-before anything is written.
+before anything is written, and return the same jobs.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from . import codec
-from .errors import InvalidInput
+from .errors import BulkAddError, InvalidInput
+from .job import Job
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .storage import JobSpec
+from .storage import Enqueued, JobSpec, Storage
 
-__all__ = ["ADD_OPTIONS", "DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "build_spec", "spec_from_mapping"]
+__all__ = ["ADD_OPTIONS", "DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "added_job", "added_jobs",
+           "build_spec", "spec_from_mapping"]
 
 #: Attempts when ``add`` is not told otherwise.
 DEFAULT_ATTEMPTS = 3
@@ -88,6 +92,8 @@ def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
     job_id = os.urandom(16).hex() if job_id is None else codec.validate_job_id(job_id)
     delay_ms, run_at_ms = _when(delay, run_at)
     priority = _int_in(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
+    # added_job reads these six pairs by position (the hot path of add_bulk): keep them
+    # first, in this order
     fields: list[Any] = [
         "task", task,
         "data", codec.dumps(data, "payload", max_payload_bytes),
@@ -123,3 +129,56 @@ def spec_from_mapping(entry: Mapping[str, Any], max_payload_bytes: int) -> JobSp
     options = {k: v for k, v in entry.items() if k not in ("task", "data")}
     return build_spec(entry["task"], entry.get("data"), max_payload_bytes=max_payload_bytes,
                       **options)
+
+
+#: Entries of JobSpec.fields every job has (six field/value pairs); optional ones follow.
+_FIXED_FIELDS = 12
+
+
+@functools.lru_cache(maxsize=64)
+def _utc(ms: int) -> datetime:
+    # every job of one script call shares the call's server time: built once per call
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def added_job(storage: Storage, spec: JobSpec, result: Enqueued) -> Job:
+    """The :class:`Job` that ``add`` returns, with the fields as stored. A new job's are
+    known here (the script returns only its server time and due time, so the hot path
+    reads nothing back); an existing id's come from the hash the script returned."""
+    job = Job(storage, spec.job_id)
+    if not result.created:
+        job._load(result.fields or {})
+        job.existing = True
+        return job
+    fields = spec.fields  # build_spec's order: task, data, priority, max_attempts, keep_*
+    job.task = str(fields[1])
+    job.data = codec.loads(cast(bytes, fields[3]), "data")  # a copy, as a reader gets it
+    job.state = result.state
+    job.priority = spec.priority
+    job.max_attempts = int(fields[7])
+    if len(fields) > _FIXED_FIELDS:  # backoff and timeout, when given
+        optional = dict(zip(fields[_FIXED_FIELDS::2], fields[_FIXED_FIELDS + 1::2], strict=True))
+        if "timeout_ms" in optional:
+            job.timeout = int(optional["timeout_ms"]) / 1000
+        if "backoff" in optional:
+            job.backoff = Backoff.from_json(codec.loads(cast(bytes, optional["backoff"]), "backoff"))
+    job.created_at = _utc(result.now_ms)
+    job.scheduled_for = None if result.due_ms is None else _utc(result.due_ms)
+    return job
+
+
+def added_jobs(storage: Storage, specs: Sequence[JobSpec],
+               results: Sequence[Enqueued | Exception]) -> list[Job]:
+    """The Jobs that ``add_bulk`` returns, one per spec; raises :class:`BulkAddError`
+    (which carries them) when some were not added, after the others were stored."""
+    jobs: list[Job | None] = []
+    errors: dict[str, Exception] = {}
+    for spec, result in zip(specs, results, strict=True):
+        if isinstance(result, Exception):
+            jobs.append(None)
+            errors.setdefault(spec.job_id, result)
+        else:
+            jobs.append(added_job(storage, spec, result))
+    if errors:
+        raise BulkAddError(storage.keys.name, jobs, errors)
+    return cast(list[Job], jobs)

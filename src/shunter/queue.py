@@ -11,9 +11,9 @@ from .connection import RedisLike, async_client
 from .errors import InvalidInput
 from .job import Job
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .producer import DEFAULT_ATTEMPTS, build_spec, spec_from_mapping
+from .producer import DEFAULT_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
 from .states import State
-from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, Counts, Storage
+from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, Counts, Storage, validate_limits
 
 __all__ = ["Queue"]
 
@@ -26,13 +26,15 @@ class Queue:
     ``redis`` is a URL, a ``redis.asyncio.Redis`` client (used as is, not closed by us), or
     None for ``$SHUNTER_REDIS_URL``, else the embedded server (:mod:`shunter.server`). Payloads,
     results and progress values are capped at ``max_payload_bytes`` of JSON; the event
-    stream is capped near ``max_events`` entries.
+    stream is capped near ``max_events`` entries (100 to 10,000,000; ``max_payload_bytes``
+    1 KiB to 64 MiB; the same rule as :class:`~shunter.Worker`).
     """
 
     def __init__(self, name: str, redis: RedisLike = None, *,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
                  max_events: int = DEFAULT_MAX_EVENTS) -> None:
         self.name = codec.validate_queue_name(name)
+        max_events, max_payload_bytes = validate_limits(max_events, max_payload_bytes)
         self._client, self._owned = async_client(redis)
         self.storage = Storage(self._client, name, max_events=max_events,
                                max_payload_bytes=max_payload_bytes)
@@ -48,12 +50,6 @@ class Queue:
         if self._owned:
             await self._client.aclose()
 
-    def _job(self, job_id: str, created: bool, state: State) -> Job:
-        job = Job(self.storage, job_id)
-        job.existing = not created
-        job.state = state
-        return job
-
     async def add(self, task: str, data: Any = None, *, job_id: str | None = None,
                   delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
                   attempts: int = DEFAULT_ATTEMPTS, backoff: Backoff | None = None,
@@ -64,7 +60,8 @@ class Queue:
 
         - ``task``: the handler name the worker registered; ``data``: any JSON value.
         - ``job_id``: your own id; if a job with this id exists in any state, that job is
-          returned with ``job.existing = True`` and nothing is written.
+          returned as stored (its task, data, state...) with ``job.existing = True`` and
+          nothing is written.
         - ``delay`` (seconds) or ``run_at`` (aware datetime): run no earlier than that.
         - ``priority``: -1000..1000, higher runs first; FIFO within a priority.
         - ``attempts``: runs allowed before the job fails (1..1000).
@@ -73,31 +70,34 @@ class Queue:
         - ``timeout``: seconds one attempt may run (default: the task's, else the worker's).
         - ``keep_completed`` / ``keep_failed``: retention (:class:`Retention` or a count).
 
-        Raises :class:`~shunter.errors.InvalidInput` (and nothing is written) on bad input.
+        The returned job has the fields as stored (``created_at`` is server time). Raises
+        :class:`~shunter.errors.InvalidInput` (and nothing is written) on bad input, and
+        :class:`~shunter.errors.WrongKeyType` when the job's key holds foreign data (a
+        value that is not a job hash; nothing is written).
         """
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
                           attempts=attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed,
                           max_payload_bytes=self.storage.max_payload_bytes)
-        created, state = await self.storage.enqueue(spec)
-        job = self._job(spec.job_id, created, state)
-        if created:
-            job.task = task
-            job.data = data
-        return job
+        return added_job(self.storage, spec, await self.storage.enqueue(spec))
 
     async def add_bulk(self, entries: Iterable[Mapping[str, Any]]) -> list[Job]:
-        """Enqueue many jobs in one pipelined round trip. Each entry is a dict with ``task``,
-        ``data`` and any option of :meth:`add`. Every entry is validated before anything is
-        sent, so one bad entry rejects the whole batch and writes nothing."""
+        """Enqueue many jobs in one pipelined round trip; one :class:`Job` per entry, in
+        order, as :meth:`add` returns them.
+
+        Each entry is a dict with ``task``, ``data`` and any option of :meth:`add`. Every
+        entry is validated before anything is sent, so one bad entry raises
+        :class:`~shunter.errors.InvalidInput` and writes nothing. A job the server refuses
+        on its own (its key holds foreign data) does not stop the others: they are stored,
+        then :class:`~shunter.errors.BulkAddError` is raised, naming the jobs that were
+        not added (``errors``) and carrying every job (``jobs``, None where not added).
+        """
         specs = [spec_from_mapping(e, self.storage.max_payload_bytes) for e in entries]
         if len(specs) > MAX_BULK:
             raise InvalidInput(f"add_bulk takes at most {MAX_BULK} jobs per call, got {len(specs)}")
         if not specs:
             return []
-        replies = await self.storage.enqueue_many(specs)
-        return [self._job(s.job_id, created, state)
-                for s, (created, state) in zip(specs, replies, strict=True)]
+        return added_jobs(self.storage, specs, await self.storage.enqueue_many(specs))
 
     async def get_job(self, job_id: str) -> Job:
         """The job with this id; raises :class:`~shunter.errors.JobNotFound`."""

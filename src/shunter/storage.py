@@ -18,17 +18,45 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import ErrorCode, InvalidInput, JobNotFound, JobNotInState, LeaseLost, ShunterError
+from .errors import (
+    ErrorCode,
+    InvalidInput,
+    JobNotFound,
+    JobNotInState,
+    LeaseLost,
+    ShunterError,
+    WrongKeyType,
+)
 from .keys import QueueKeys
 from .scripts import CLAIM_FIELDS, SCRIPTS, Arg
 from .states import State
 
-__all__ = ["UNAVAILABLE", "ClaimResult", "Counts", "JobSpec", "Storage"]
+__all__ = ["UNAVAILABLE", "ClaimResult", "Counts", "Enqueued", "JobSpec", "Storage",
+           "validate_limits"]
 
 #: Default cap of each queue's event stream (approximate, MAXLEN ~).
 DEFAULT_MAX_EVENTS = 10_000
 #: Default cap of an encoded payload, result or progress value (bytes).
 DEFAULT_MAX_PAYLOAD = 512 * 1024
+#: Allowed ``max_events`` (the range Worker has always enforced): a stream of a few dozen
+#: entries is trimmed before event followers can read it; the top bounds its memory.
+MAX_EVENTS_RANGE = (100, 10_000_000)
+#: Allowed ``max_payload_bytes``: 1 KiB (room for a small result or an error) to 64 MiB (a
+#: job hash well under Redis's 512 MB bulk limit with data, result and progress together).
+MAX_PAYLOAD_RANGE = (1024, 64 * 1024 * 1024)
+
+
+def validate_limits(max_events: object, max_payload_bytes: object) -> tuple[int, int]:
+    """Check the stream and payload caps that :class:`~shunter.Queue`,
+    :class:`shunter.sync.Queue` and :class:`~shunter.Worker` take (one rule for all three);
+    returns them, or raises :class:`~shunter.errors.InvalidInput`."""
+    checked = []
+    for what, value, (low, high) in (("max_events", max_events, MAX_EVENTS_RANGE),
+                                     ("max_payload_bytes", max_payload_bytes, MAX_PAYLOAD_RANGE)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidInput(f"{what} must be an int from {low:,} to {high:,}, got {value!r}")
+        checked.append(value)
+    return checked[0], checked[1]
 
 Call = tuple[list[str], list[Arg]]
 
@@ -93,9 +121,71 @@ def enqueue_call(k: QueueKeys, specs: Sequence[JobSpec], maxev: int) -> Call:
     return [k.waiting, k.scheduled, k.meta, k.events, k.marker], args
 
 
-def enqueue_result(reply: list[Any]) -> list[tuple[bool, State]]:
-    return [(created == 1, State(state.decode())) for created, state in zip(reply[::2], reply[1::2],
-                                                                             strict=True)]
+@dataclass(slots=True)
+class Enqueued:
+    """What ``enqueue`` did with one job."""
+
+    created: bool  #: False: the id existed, and ``fields`` holds that job's hash
+    state: State | None  #: its state (None only for an existing hash with a foreign state)
+    now_ms: int  #: server time of the call, unix ms: the ``created_at`` of a job it created
+    due_ms: int | None = None  #: when a created ``scheduled`` job is due (unix ms)
+    fields: dict[bytes, bytes] | None = None  #: the existing job's whole hash, as stored
+
+
+_CREATED = {b"waiting": State.WAITING, b"scheduled": State.SCHEDULED}
+
+
+def _state_of(fields: dict[bytes, bytes]) -> State | None:
+    try:
+        return State(fields[b"state"].decode())
+    except (KeyError, ValueError):
+        return None
+
+
+def enqueue_result(k: QueueKeys, specs: Sequence[JobSpec],
+                   reply: list[Any]) -> list[Enqueued | WrongKeyType]:
+    """Decode one enqueue reply (see ``lua/enqueue.lua``): one result per spec, or the
+    :class:`WrongKeyType` of a job whose key holds foreign data (that job was not added).
+    Raises :class:`WrongKeyType` when a queue key does (then nothing was written)."""
+    if reply[0] == ErrorCode.WRONG_TYPE:
+        _code, key, found, expected = reply
+        raise WrongKeyType(k.name, key.decode(), found.decode(), expected.decode())
+    now = int(reply[0])
+    out: list[Enqueued | WrongKeyType] = []
+    for spec, entry in zip(specs, reply[1:], strict=True):
+        code = entry[0]
+        if code == 1:
+            out.append(Enqueued(True, _CREATED[entry[1]], now, entry[2] if len(entry) > 2 else None))
+        elif code == 0:
+            fields = pairs(entry[1])
+            out.append(Enqueued(False, _state_of(fields), now, None, fields))
+        else:  # ErrorCode.WRONG_TYPE: only this job was refused
+            out.append(WrongKeyType(k.name, k.job(spec.job_id), entry[1].decode(), "hash",
+                                    spec.job_id))
+    return out
+
+
+def enqueue_replies(k: QueueKeys, specs: Sequence[JobSpec],
+                    replies: Sequence[Any]) -> list[Enqueued | Exception]:
+    """Decode the pipelined replies of :func:`chunks`: one result or error per spec.
+
+    A chunk refused as a whole (a queue key holding foreign data, out of memory) gives its
+    error to each of its jobs, since the other chunks were stored; when every chunk was
+    refused nothing was written, and the first error is raised as it is."""
+    results: list[Enqueued | Exception] = []
+    refused: list[Exception] = []
+    for chunk, reply in zip(chunks(specs), replies, strict=True):
+        if not isinstance(reply, Exception):
+            try:
+                results += enqueue_result(k, chunk, reply)
+                continue
+            except WrongKeyType as exc:
+                reply = exc
+        refused.append(reply)
+        results += [reply] * len(chunk)
+    if len(refused) == len(replies):
+        raise refused[0]
+    return results
 
 
 def chunks(specs: Sequence[JobSpec]) -> list[Sequence[JobSpec]]:
@@ -152,31 +242,37 @@ class Storage:
         return reply
 
     # -- producer ------------------------------------------------------------------------
-    async def enqueue(self, spec: JobSpec) -> tuple[bool, State]:
-        """Create a job; ``(created, state)``. An existing id gives ``(False, its state)``."""
-        (result,) = enqueue_result(await self._run("enqueue", *enqueue_call(self.keys, [spec],
-                                                                            self.max_events)))
+    async def enqueue(self, spec: JobSpec) -> Enqueued:
+        """Create a job, or find the existing job with its id (``created`` False, its hash
+        in ``fields``). Raises :class:`WrongKeyType` when its key holds foreign data."""
+        (result,) = enqueue_result(self.keys, [spec], await self._run(
+            "enqueue", *enqueue_call(self.keys, [spec], self.max_events)))
+        if isinstance(result, WrongKeyType):
+            raise result
         return result
 
-    async def enqueue_many(self, specs: Sequence[JobSpec]) -> list[tuple[bool, State]]:
+    async def enqueue_many(self, specs: Sequence[JobSpec]) -> list[Enqueued | Exception]:
         """Enqueue many jobs: one script call per :data:`ENQUEUE_CHUNK` jobs, all pipelined
-        in one round trip. Re-sending after NOSCRIPT is safe: enqueue is idempotent per id."""
+        in one round trip. One result per spec, or the error of a job that was not added
+        (see :func:`enqueue_replies`): the other jobs are stored all the same."""
         script = SCRIPTS["enqueue"]
-        for _ in range(2):
+        calls = [enqueue_call(self.keys, chunk, self.max_events) for chunk in chunks(specs)]
+
+        async def send(batch: Sequence[Call]) -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
-                for chunk in chunks(specs):
-                    keys, args = enqueue_call(self.keys, chunk, self.max_events)
+                for keys, args in batch:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
-                replies = await pipe.execute(raise_on_error=False)
-            if not any(isinstance(r, NoScriptError) for r in replies):
-                break
+                return list(await pipe.execute(raise_on_error=False))
+
+        replies = await send(calls)
+        # NOSCRIPT: that chunk did not run; only those are sent again, so a job stored by
+        # another chunk is not reported back as existing
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
             await self.client.script_load(script.source)
-        results: list[tuple[bool, State]] = []
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-            results += enqueue_result(reply)
-        return results
+            for i, reply in zip(missing, await send([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return enqueue_replies(self.keys, specs, replies)
 
     # -- transitions -----------------------------------------------------------------
     async def promote(self, limit: int = 1000) -> int:

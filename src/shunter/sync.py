@@ -4,6 +4,11 @@ Same validation and the same Lua scripts as the asyncio :class:`shunter.Queue`, 
 blocking redis-py client; safe to share between threads. Jobs it returns are snapshots;
 call :meth:`Queue.get_job` again to see a newer state, or :meth:`Queue.wait` to block
 until a job finishes.
+
+Their async methods (``await job.refresh()``) run over an asyncio twin of the client whose
+connections close after each command: a pooled asyncio connection belongs to the event
+loop that opened it, and once that loop has ended (``asyncio.run``) nothing can close it,
+so a pool would leave a socket open per loop until the process exits.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ from redis.exceptions import NoScriptError
 
 from . import codec
 from .connection import async_twin, resolve_url
-from .errors import InvalidInput, JobNotFound
+from .errors import InvalidInput, JobNotFound, WrongKeyType
 from .job import Job, JobFailed
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .producer import DEFAULT_ATTEMPTS, build_spec, spec_from_mapping
+from .producer import DEFAULT_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
 from .queue import MAX_BULK
 from .scripts import SCRIPTS
 from .states import State
@@ -30,38 +35,54 @@ from .storage import (
     COUNTED,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_PAYLOAD,
+    Call,
     Counts,
+    Enqueued,
     JobSpec,
     Storage,
     cancel_call,
     chunks,
     enqueue_call,
+    enqueue_replies,
     enqueue_result,
     index_key,
     raise_for,
+    validate_limits,
 )
 
 __all__ = ["Queue"]
 
 
+class _ConnectionPerCall(redis_asyncio.ConnectionPool):
+    """An asyncio pool that keeps no idle connection (see the module docstring)."""
+
+    async def release(self, connection: Any) -> None:
+        try:
+            await connection.disconnect()
+        finally:
+            await super().release(connection)
+
+
 class Queue:
     """Blocking twin of :class:`shunter.Queue` for producers: ``add``, ``add_bulk``,
     ``get_job``, ``wait``, ``counts``, ``cancel``. ``redis`` is a URL, a blocking
-    ``redis.Redis`` client (used as is), or None for the same default as :class:`shunter.Queue`."""
+    ``redis.Redis`` client (used as is, not closed by us), or None for the same default as
+    :class:`shunter.Queue`. ``close()`` (or leaving a ``with`` block) closes every
+    connection the queue opened."""
 
     def __init__(self, name: str, redis: str | redis_lib.Redis | None = None, *,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
                  max_events: int = DEFAULT_MAX_EVENTS) -> None:
         self.name = codec.validate_queue_name(name)
+        max_events, max_payload_bytes = validate_limits(max_events, max_payload_bytes)
         if isinstance(redis, redis_lib.Redis):
             self._client, self._owned = redis, False
-            url = None
         else:
             url = resolve_url(redis)
             self._client, self._owned = redis_lib.Redis.from_url(url, decode_responses=False), True
         # Jobs carry an asyncio Storage so `await job.refresh()` works where there is a loop;
-        # it does not connect unless used.
-        twin = async_twin(self._client) if url is None else redis_asyncio.Redis.from_url(url)
+        # it connects only while a command runs.
+        twin = async_twin(self._client, pool_class=_ConnectionPerCall)
         self._jobs_storage = Storage(twin, name, max_events=max_events,
                                      max_payload_bytes=max_payload_bytes)
         self.keys = self._jobs_storage.keys
@@ -69,6 +90,8 @@ class Queue:
         self.max_payload_bytes = max_payload_bytes
 
     def close(self) -> None:
+        """Close the connections this queue opened (a client passed in is left open). The
+        asyncio twin holds none between commands, so there is nothing of it to close."""
         if self._owned:
             self._client.close()
 
@@ -78,54 +101,53 @@ class Queue:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _job(self, job_id: str, created: bool, state: State) -> Job:
-        job = Job(self._jobs_storage, job_id)
-        job.existing, job.state = not created, state
-        return job
-
     def add(self, task: str, data: Any = None, *, job_id: str | None = None,
             delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
             attempts: int = DEFAULT_ATTEMPTS, backoff: Backoff | None = None,
             timeout: float | None = None,
             keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
             keep_failed: Retention | int = DEFAULT_KEEP_FAILED) -> Job:
-        """Enqueue one job; the options are those of :meth:`shunter.Queue.add`."""
+        """Enqueue one job; the options, the job returned and the errors are those of
+        :meth:`shunter.Queue.add`."""
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
                           attempts=attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed,
                           max_payload_bytes=self.max_payload_bytes)
-        ((created, state),) = enqueue_result(SCRIPTS["enqueue"].run_sync(
+        (result,) = enqueue_result(self.keys, [spec], SCRIPTS["enqueue"].run_sync(
             self._client, *enqueue_call(self.keys, [spec], self.max_events)))
-        job = self._job(spec.job_id, created, state)
-        if created:
-            job.task, job.data = task, data
-        return job
+        if isinstance(result, WrongKeyType):
+            raise result
+        return added_job(self._jobs_storage, spec, result)
 
     def add_bulk(self, entries: Iterable[Mapping[str, Any]]) -> list[Job]:
-        """Enqueue many jobs in one pipelined round trip (all validated first)."""
+        """Enqueue many jobs in one pipelined round trip (all validated first); the jobs
+        returned and the errors (:class:`~shunter.errors.BulkAddError` when some jobs were
+        not added and the others were) are those of :meth:`shunter.Queue.add_bulk`."""
         specs = [spec_from_mapping(e, self.max_payload_bytes) for e in entries]
         if len(specs) > MAX_BULK:
             raise InvalidInput(f"add_bulk takes at most {MAX_BULK} jobs per call, got {len(specs)}")
-        replies = self._enqueue_many(specs) if specs else []
-        return [self._job(s.job_id, c, st) for s, (c, st) in zip(specs, replies, strict=True)]
+        if not specs:
+            return []
+        return added_jobs(self._jobs_storage, specs, self._enqueue_many(specs))
 
-    def _enqueue_many(self, specs: list[JobSpec]) -> list[tuple[bool, State]]:
+    def _enqueue_many(self, specs: list[JobSpec]) -> list[Enqueued | Exception]:
+        """:meth:`shunter.storage.Storage.enqueue_many` over the blocking client."""
         script = SCRIPTS["enqueue"]
-        for _ in range(2):
+        calls = [enqueue_call(self.keys, chunk, self.max_events) for chunk in chunks(specs)]
+
+        def send(batch: list[Call]) -> list[Any]:
             with self._client.pipeline(transaction=False) as pipe:
-                for chunk in chunks(specs):
-                    keys, args = enqueue_call(self.keys, chunk, self.max_events)
+                for keys, args in batch:
                     pipe.evalsha(script.sha, len(keys), *keys, *args)
-                replies = pipe.execute(raise_on_error=False)
-            if not any(isinstance(r, NoScriptError) for r in replies):
-                break
+                return list(pipe.execute(raise_on_error=False))
+
+        replies = send(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
             self._client.script_load(script.source)
-        results: list[tuple[bool, State]] = []
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-            results += enqueue_result(reply)
-        return results
+            for i, reply in zip(missing, send([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return enqueue_replies(self.keys, specs, replies)
 
     def get_job(self, job_id: str) -> Job:
         """A snapshot of the job; raises :class:`~shunter.errors.JobNotFound`."""

@@ -38,7 +38,7 @@ from .lease import LeaseKeeper
 from .options import Backoff
 from .outcome import Classifier, Task
 from .producer import DEFAULT_BACKOFF
-from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, UNAVAILABLE, Storage
+from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, UNAVAILABLE, Storage, validate_limits
 from .threads import HandlerThreads
 
 __all__ = ["Worker"]
@@ -109,9 +109,10 @@ class Worker:
                                  or not 0 < len(name) <= 200):
             raise InvalidInput(f"worker name must be 1-200 printable characters, got {name!r}")
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        max_events, max_payload_bytes = validate_limits(max_events, max_payload_bytes)
         self._client, self._owned = async_client(redis)
         self.storage = Storage(self._client, queue, max_payload_bytes=max_payload_bytes,
-                               max_events=int(_positive(max_events, "max_events", 100, 10_000_000)))
+                               max_events=max_events)
         #: Jobs completed, retried, failed, cancelled, released, and commits refused.
         self.counters: Counter[str] = Counter()
         self.server: ServerReport | None = None

@@ -28,8 +28,10 @@ async def collect(client: redis.asyncio.Redis, names: list[str], window: float) 
 
 
 def render(stats: list[QueueStats], url: str, window: float) -> RenderableType:
-    queues = Table(title=f"queues on {url} (jobs/s over the last {window:g}s)",
-                   title_justify="left")
+    # A busy queue's capped event stream may hold less than the window: its rate is over
+    # the span it holds, shown next to it.
+    queues = Table(title=f"queues on {url} (jobs/s over the last {window:g}s, or over the "
+                   "shorter span in brackets)", title_justify="left")
     queues.add_column("queue")
     for state in STATES:
         queues.add_column(state, justify="right")
@@ -39,7 +41,7 @@ def render(stats: list[QueueStats], url: str, window: float) -> RenderableType:
     for q in stats:
         queues.add_row(q.name, *(str(q.counts.get(s, 0)) for s in STATES),
                        "yes" if q.counts.get("paused") else "", str(len(q.workers)),
-                       f"{q.per_second:.2f}")
+                       f"{q.per_second:.2f}" + (f" ({q.span:.3g}s)" if q.span < q.window else ""))
     parts: list[RenderableType] = [queues if stats else "no queues found"]
     beats = [w for q in stats for w in q.workers]
     if beats:

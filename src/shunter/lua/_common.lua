@@ -1,6 +1,6 @@
 -- Shared prelude, prepended to every script by shunter.scripts (not a transition itself).
 -- Error codes mirror shunter.errors.ErrorCode.
-local ERR_NOT_FOUND, ERR_NOT_IN_STATE, ERR_TOKEN, ERR_BUSY = -1, -2, -3, -4
+local ERR_NOT_FOUND, ERR_NOT_IN_STATE, ERR_TOKEN, ERR_BUSY, ERR_WRONG_TYPE = -1, -2, -3, -4, -5
 
 -- Server time in ms: delays, leases and stalls never depend on client clocks.
 local function now_ms()

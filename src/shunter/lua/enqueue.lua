@@ -1,18 +1,35 @@
 --[[ enqueue: create one or many jobs in `waiting` (or `scheduled` when they have a future
 time). An id that already exists, in any state, returns that job and changes nothing:
 this is what makes producer retries and concurrent producers safe.
+The script never raises half-way (Redis would keep what it had written, leaving part of a
+batch, or a job hash in no index): foreign data under a job's key refuses that one job,
+with nothing written for it, and the rest of the batch is stored; foreign data under one
+of the queue's own keys refuses the whole call before anything is written.
 KEYS[1] waiting   KEYS[2] scheduled   KEYS[3] meta   KEYS[4] events   KEYS[5] marker
 ARGV[1] key prefix ("shunter:{queue}:")   ARGV[2] max length of the event stream
 ARGV[3..] one group per job: job id, delay in ms after server time (0 = now), absolute
   run time as unix ms or "" (takes precedence over the delay), priority (-1000..1000),
   number of hash arguments n, then n field/value arguments (task, data, ...)
-Returns {created, state, created, state, ...}: created is 1 for a new job, 0 when the id
-existed (state is then the existing job's state).
+Returns {now, reply, reply, ...}: now is the server time in unix ms (the created_at of
+every job this call created), then one reply per job, in order:
+  {1, 'waiting'} or {1, 'scheduled', due_ms}   created
+  {0, {field, value, ...}}                     the id existed: its whole hash, unchanged
+  {ERR_WRONG_TYPE, type}                       the job key holds a <type>: not added
+or {ERR_WRONG_TYPE, key, type, expected_type} when a queue key holds foreign data.
 ]]
 local waiting, scheduled, meta, events, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, maxev = ARGV[1], ARGV[2]
+
+for _, want in ipairs({{waiting, 'zset'}, {scheduled, 'zset'}, {meta, 'hash'},
+                       {events, 'stream'}, {marker, 'zset'}}) do
+  local found = redis.call('TYPE', want[1])['ok']
+  if found ~= 'none' and found ~= want[2] then
+    return {ERR_WRONG_TYPE, want[1], found, want[2]}
+  end
+end
+
 local now = now_ms()
-local out = {}
+local out = {now}
 local i = 3
 while i <= #ARGV do
   local id, delay, run_at, priority = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
@@ -20,10 +37,12 @@ while i <= #ARGV do
   local first, last = i + 5, i + 4 + nfields
   i = last + 1
   local jobkey = prefix .. 'job:' .. id
-  local existing = redis.call('HGET', jobkey, 'state')
-  if existing then
-    out[#out + 1] = 0
-    out[#out + 1] = existing
+  -- pcall: a key that is not a hash answers WRONGTYPE, which must not end the script
+  local existing = redis.pcall('HGET', jobkey, 'state')
+  if type(existing) == 'table' then
+    out[#out + 1] = {ERR_WRONG_TYPE, redis.call('TYPE', jobkey)['ok']}
+  elseif existing then
+    out[#out + 1] = {0, redis.call('HGETALL', jobkey)}
   else
     local due = now + delay
     if run_at ~= '' then due = tonumber(run_at) end
@@ -33,13 +52,13 @@ while i <= #ARGV do
       'attempts_made', 0, 'stalls', 0, 'deferrals', 0, unpack(ARGV, first, last))
     if state == 'scheduled' then
       schedule(jobkey, id, scheduled, marker, due)
+      out[#out + 1] = {1, state, due}
     else
       redis.call('ZADD', waiting, waiting_score(meta, priority), id)
       wake(marker)
+      out[#out + 1] = {1, state}
     end
     emit(events, maxev, 'enqueue', id, state)
-    out[#out + 1] = 1
-    out[#out + 1] = state
   end
 end
 return out
