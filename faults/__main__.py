@@ -95,19 +95,52 @@ ABOUT = """\
 The fault suite (`faults/` at the repository root, not shipped in the wheel) proves the
 guarantees above with real `redis-server` processes on their own ports and real worker
 processes (`python -m faults.worker_main`) that it SIGKILLs, SIGTERMs, SIGSTOPs and
-SIGCONTs by pid. The producer and every handler write to an independent ledger (SQLite in
-WAL mode, never the Redis under test): each enqueue as ok / error / unknown, each
-execution start and end with job id, attempt token, attempt number and pid, and whether
-each fenced commit was accepted. After a drain the checker reads the queue's event stream
-and the ledger and computes `lost`, `unexpected`, `double_commit`, `duplicated` (each
-re-execution must be explained by a `rescue` or `release` of the earlier attempt) and
-reconciles acknowledged = completed + failed + cancelled with nothing left active,
-waiting or scheduled. Control variants (renewal forced onto the event loop; retries
-without jitter) must be caught, or the suite fails.
+SIGCONTs by pid, and with a TCP proxy in front of each process (`faults/proxy.py`, its
+own thread and event loop) that resets, stalls or refuses its connections, or lets one
+request run on the server and swallows its reply. The producer and every handler write
+to an independent ledger (SQLite in WAL mode, never the Redis under test): each enqueue
+as ok / error / unknown, each execution start and end with job id, attempt token, attempt
+number and pid, whether each fenced commit was accepted, each worker process (pid, name,
+lease), and every fault the harness injected with its start and end: kills, stops and
+continues, Redis crashes and restarts, and each proxy's faults with the pid behind it.
+
+After a drain the checker reads the queue's event stream and the ledger and computes:
+
+- `lost`, `unexpected`, `double_commit` (more than one accepted terminal transition);
+- `rescues explained by a fault`: every lease that ran out must be caused by a fault
+  injected on that attempt: its worker killed, stopped or cut off from Redis by its
+  proxy, or Redis down; the fault overlapping the attempt and the rescue falling between
+  the fault's start + lease / 2 and its end + lease + rescue interval (lease / 2) + 1 s of
+  slack. A rescue alone explains nothing: a worker bug loses leases too;
+- `duplicated`: a job started again under a newer token without a `retry` in between
+  must follow an explained rescue or a `release` (shutdown hand-back) of the older one;
+- `concurrent executions in one worker`: two attempts of one job overlapping in one
+  process while the older one was not interrupted;
+- `rescued attempts stopped in time`: a rescued attempt's handler ends by the time its
+  worker could know (the rescue or the end of its fault) + lease / 3 + 0.5 s;
+- `succeeded jobs that ended failed`: a job whose handler returned ends `completed`;
+- completions without a returned handler, stale commits accepted, and acknowledged =
+  completed + failed + cancelled with nothing left active, waiting or scheduled.
+
+Scenarios: `kill-storm` (SIGKILL a worker every few seconds under load), `rolling-sigterm`
+(restarts lose and duplicate nothing; hand-backs keep the attempt), `blocked-loop`
+(handlers blocking the loop for 3x the lease keep it), `sigstop` (a frozen worker's jobs
+re-run elsewhere, its stale commits refused), `sigstop-reclaim` (issue 8: the frozen
+worker claims the same job again on waking; the stale attempt is interrupted at once and
+the job completes once, never failed), `redis-restart` (AOF `always` and `everysec` under
+load), `redis-restart-long` (Redis down for less, then more, than the lease while every
+slot runs a handler longer than the outage), `oom`, `poison-pills`, `retry-storm`,
+`network` (resets, a stall and a partition longer than the lease, for workers and the
+producer, each behind its own proxy), `network-replies` (the reply of a `claim` or of a
+`complete` lost after the script ran: no lease may run out, no job run twice) and `model`
+(a Hypothesis state machine on the storage layer). Control variants must be caught, or
+the suite fails: `blocked-loop-control` (renewal forced onto the event loop),
+`sigstop-control` (attempts keyed by job id, the bug of issue 8) and
+`retry-storm-control` (retries without jitter).
 
 - `make chaos`: full sizes, writes [reliability-report.md](reliability-report.md) and
   this section; `python -m faults --short` or `make test` (tests/test_faults.py): the
-  short version of every scenario, about a minute in all.
+  short version of every scenario, about two minutes in all.
 - `python -m faults --scenario kill-storm --workdir /tmp/f` keeps ledgers and worker logs.
 
 Engine bugs the suite found (each fixed, with a regression test in tests/test_faults.py):
@@ -122,6 +155,19 @@ Engine bugs the suite found (each fixed, with a regression test in tests/test_fa
   refused and leases lapsed, and jobs ran twice once memory was freed. They now write
   first with ZREM from the active index (renew: ZREM + ZADD), so workers still renew and
   settle while producers are refused.
+- **A frozen worker ran a job twice at once** (issue 8, `sigstop-reclaim`): a worker
+  SIGSTOPped past its lease found its job rescued on waking and, with a free slot,
+  claimed it again while the first attempt went on (never interrupted); the first
+  attempt's end then dropped the second one's lease, and the job ended failed (stalls 2)
+  although both runs succeeded. The worker's running attempts and held leases were keyed
+  by job id; they are keyed by (job id, token) now, and the stale attempt is interrupted.
+  The checker missed it: it took any rescue as the explanation of a re-run, so it now
+  ties every rescue to an injected fault and checks the outcome of succeeded jobs.
+- **A lost claim reply stalled its jobs** (`network-replies`): when the reply of a
+  `claim` (or of a `complete` that claims the next jobs) was lost after the script ran,
+  the claimed jobs stayed active with nobody running them until their lease ran out (28
+  of 28 in the short run). A re-sent claim with the same request id now returns the
+  same batch.
 
 Known limit: `rescue` takes its rate-limit lock with SET NX, which Redis refuses while
 memory is full, so jobs of a worker that dies during that time are rescued once memory
@@ -140,7 +186,8 @@ def docs_section(results: list[tuple[Scenario, list[Report], bool]], profile: Pr
              f"[{report_path.name}]({report_path.name}).", "",
              "| scenario | verdict | key figures |", "| --- | --- | --- |"]
     keys = ("enqueues acknowledged", "lost", "double_commit", "duplicated", "orphans", "throughput",
-            "window", "refused", "caught", "invariants", "steps", "wave", "completed", "re-run")
+            "window", "refused", "caught", "invariants", "steps", "wave", "completed", "re-run",
+            "rescues explained", "succeeded jobs", "interrupted", "replies lost", "ran out")
     for scenario, reports, ok in results:
         for rep in reports:
             state = "PASS" if rep.passed else "FAIL"

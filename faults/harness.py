@@ -17,10 +17,11 @@ from shunter.storage import UNAVAILABLE
 
 from .checker import Report
 from .ledger import Ledger
+from .proxy import Fault, Proxy
 from .redis_server import RedisServer
-from .workers import Fleet
+from .workers import Fleet, WorkerProcess
 
-__all__ = ["FULL", "SHORT", "Env", "Profile", "drained", "percentile", "wait_for"]
+__all__ = ["FULL", "SHORT", "Env", "Profile", "drained", "in_flight", "percentile", "wait_for"]
 
 #: Event streams are kept whole during a scenario: the checker reads every transition.
 MAX_EVENTS = 10_000_000
@@ -41,6 +42,8 @@ class Profile:
     block_jobs: int  #: per kind (sleep, spin)
     stop_rounds: int
     stop_jobs: int
+    reclaim_rounds: int  #: SIGSTOP rounds where the frozen worker claims its jobs again
+    reclaim_jobs: int  #: jobs in flight in each of those rounds
     restart_jobs: int
     restart_crashes: int
     restart_outage: float
@@ -50,28 +53,34 @@ class Profile:
     retry_backoff: float
     model_examples: int
     model_steps: int
+    net_jobs: int  #: jobs of the network scenarios
+    net_rounds: int  #: rounds of resets, stalls and partitions
+    reply_drops: int  #: claim replies and complete replies lost
+    restart_long_jobs: int  #: jobs in flight at each crash of the long-handler restart
 
 
 SHORT = Profile(
     name="short", lease=1.5,
     storm_jobs=4000, storm_workers=3, storm_kill_every=1.5, storm_rate=500,
     rolling_jobs=400, rolling_restarts=3,
-    block_jobs=1, stop_rounds=1, stop_jobs=40,
+    block_jobs=1, stop_rounds=1, stop_jobs=40, reclaim_rounds=1, reclaim_jobs=2,
     restart_jobs=1500, restart_crashes=1, restart_outage=0.5,
     oom_headroom=3 << 20, poison_each=1,
     retry_jobs=600, retry_backoff=2.0,
     model_examples=150, model_steps=40,
+    net_jobs=1500, net_rounds=1, reply_drops=3, restart_long_jobs=8,
 )
 
 FULL = Profile(
     name="full", lease=2.0,
     storm_jobs=100_000, storm_workers=4, storm_kill_every=3.0, storm_rate=0,
     rolling_jobs=10_000, rolling_restarts=8,
-    block_jobs=3, stop_rounds=3, stop_jobs=400,
+    block_jobs=3, stop_rounds=3, stop_jobs=400, reclaim_rounds=4, reclaim_jobs=3,
     restart_jobs=30_000, restart_crashes=3, restart_outage=2.0,
     oom_headroom=24 << 20, poison_each=3,
     retry_jobs=10_000, retry_backoff=4.0,
     model_examples=1500, model_steps=60,
+    net_jobs=8_000, net_rounds=3, reply_drops=20, restart_long_jobs=24,
 )
 
 
@@ -89,6 +98,7 @@ class Env:
         self.ledger: Ledger | None = None
         self.fleets: list[Fleet] = []
         self.queues: list[Queue] = []
+        self.proxies: list[Proxy] = []
 
     @property
     def url(self) -> str:
@@ -114,6 +124,8 @@ class Env:
             for queue in self.queues:
                 with contextlib.suppress(Exception):
                     await queue.close()
+            for proxy in self.proxies:
+                await asyncio.to_thread(proxy.close)
         finally:
             await asyncio.to_thread(self.server.cleanup)
             if self.ledger is not None:
@@ -127,13 +139,42 @@ class Env:
         self.fleets.append(fleet)
         return fleet
 
-    def queue(self, name: str) -> Queue:
-        queue = Queue(name, self.url, max_events=MAX_EVENTS)
+    def queue(self, name: str, url: str | None = None) -> Queue:
+        queue = Queue(name, url or self.url, max_events=MAX_EVENTS)
         self.queues.append(queue)
         return queue
 
     async def spawn(self, fleet: Fleet, n: int) -> None:
         await asyncio.to_thread(fleet.spawn, n)
+
+    def proxy(self, pid: int | None, name: str) -> Proxy:
+        """A TCP proxy to this env's server whose faults are recorded in the ledger with
+        ``pid``: the process behind it, so the checker can tie a lost lease to them."""
+        proxy = Proxy("127.0.0.1", self.server.port, name=name).start()
+        self.proxies.append(proxy)
+        self.record_faults(proxy, pid)
+        return proxy
+
+    def record_faults(self, proxy: Proxy, pid: int | None) -> None:
+        ledger: list[Ledger] = []  # the proxy's thread writes with a connection of its own
+
+        def record(fault: Fault) -> None:
+            if not ledger:
+                ledger.append(Ledger(self.led.path))
+            ledger[0].fault(fault.kind, pid, fault.start, fault.end, f"{proxy.name}: {fault.detail}")
+
+        proxy.on_fault = record
+
+    async def spawn_proxied(self, fleet: Fleet, n: int) -> list[tuple[WorkerProcess, Proxy]]:
+        """Start ``n`` workers, each behind a proxy of its own (its ``--redis``), so a
+        network fault hits exactly one process."""
+        out = []
+        for _ in range(n):
+            proxy = self.proxy(None, f"proxy-{fleet.queue}-{len(fleet.procs)}")
+            (proc,) = await asyncio.to_thread(fleet.spawn, 1, True, 60.0, proxy.url)
+            self.record_faults(proxy, proc.pid)
+            out.append((proc, proxy))
+        return out
 
 
 async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float, interval: float = 0.05,
@@ -161,6 +202,17 @@ async def drained(queue: Queue, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def in_flight(env: Env, queue: str) -> list[tuple[str, int, int]]:
+    """(job, token, pid) of every handler running now (started, not ended), per the ledger."""
+    started: dict[tuple[str, int], int] = {}
+    for e in env.led.executions(queue):
+        if e.phase == "start":
+            started[(e.job, e.token)] = e.pid
+        else:
+            started.pop((e.job, e.token), None)
+    return [(j, t, pid) for (j, t), pid in started.items()]
 
 
 def drain_check(report: Report, ok: bool, timeout: float) -> None:

@@ -4,8 +4,9 @@ It is never the Redis under test, so a Redis that loses, duplicates or invents j
 hide it from the checker. Every process of a scenario opens the same file: the producer
 records each enqueue (``unknown`` before it is sent, then ``ok`` or ``error``), handlers
 record every execution start and end (job, attempt token, attempt number, pid), the
-worker's commit wrapper records whether each fenced write was accepted, and the harness
-records the faults it injected (kills, stops, restarts) with their times.
+worker's commit wrapper records whether each fenced write was accepted, each worker
+process records itself (pid, name, lease), and the harness records the faults it injected
+(kills, stops, restarts; network faults of a worker's proxy) with their times.
 
 Durability: ``synchronous=OFF`` survives the death of any writer process (SIGKILL is the
 fault we inject); only an OS crash could lose rows, and the ledger's host is not under test.
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Commit", "Execution", "Ledger"]
+__all__ = ["Commit", "Execution", "Ledger", "WorkerInfo"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS enqueue (
@@ -36,6 +37,11 @@ CREATE TABLE IF NOT EXISTS commit_log (
     accepted INTEGER NOT NULL, detail TEXT, pid INTEGER NOT NULL, ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS harness (
     ts REAL NOT NULL, kind TEXT NOT NULL, pid INTEGER, detail TEXT);
+CREATE TABLE IF NOT EXISTS fault (
+    kind TEXT NOT NULL, pid INTEGER, start REAL NOT NULL, end REAL NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS worker (
+    pid INTEGER PRIMARY KEY, queue TEXT NOT NULL, name TEXT NOT NULL, lease REAL NOT NULL,
+    concurrency INTEGER NOT NULL, ts REAL NOT NULL);
 """
 
 
@@ -59,6 +65,16 @@ class Commit:
     detail: str
     pid: int
     ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    pid: int
+    queue: str
+    name: str  #: the worker id it gives shunter (in claim events and job hashes)
+    lease: float
+    concurrency: int
+    ts: float  #: when it was ready
 
 
 class Ledger:
@@ -109,6 +125,17 @@ class Ledger:
             self.db.execute("INSERT INTO harness VALUES (?, ?, ?, ?)", (now, kind, pid, detail))
         return now
 
+    def fault(self, kind: str, pid: int | None, start: float, end: float, detail: str = "") -> None:
+        """A fault with a duration (a network fault of the proxy in front of worker ``pid``;
+        ``pid`` None: every process, e.g. the server itself was down)."""
+        with self.lock:
+            self.db.execute("INSERT INTO fault VALUES (?, ?, ?, ?, ?)", (kind, pid, start, end, detail))
+
+    def worker(self, queue: str, name: str, lease: float, concurrency: int) -> None:
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO worker VALUES (?, ?, ?, ?, ?, ?)",
+                            (self.pid, queue, name, lease, concurrency, time.time()))
+
     # -- readers ---------------------------------------------------------------------------
     def enqueues(self, queue: str) -> dict[str, tuple[str, str]]:
         """job -> (status, error) for every enqueue the producer attempted."""
@@ -135,8 +162,17 @@ class Ledger:
                                (kind,) if kind else ())
         return list(rows)
 
+    def faults(self) -> list[tuple[str, int | None, float, float, str]]:
+        """(kind, pid, start, end, detail) of every fault recorded with a duration."""
+        return list(self.db.execute(
+            "SELECT kind, pid, start, end, COALESCE(detail, '') FROM fault ORDER BY start"))
+
+    def workers(self) -> dict[int, WorkerInfo]:
+        rows = self.db.execute("SELECT pid, queue, name, lease, concurrency, ts FROM worker")
+        return {row[0]: WorkerInfo(*row) for row in rows}
+
     def count(self, table: str, where: str = "1", args: tuple[object, ...] = ()) -> int:
-        assert table in ("enqueue", "execution", "commit_log", "harness")
+        assert table in ("enqueue", "execution", "commit_log", "harness", "fault", "worker")
         return int(self.db.execute(f"SELECT COUNT(*) FROM {table} WHERE {where}", args).fetchone()[0])
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 import redis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
@@ -111,9 +111,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         spec = build_spec("t", {"n": len(self.jobs)}, job_id=job_id, delay=3600 if delayed else None,
                           attempts=5, keep_completed=KEEP_ALL, keep_failed=KEEP_ALL,
                           max_payload_bytes=1 << 20)
-        created, state = self.run(self.storage.enqueue(spec))
-        assert created and state.value == ("scheduled" if delayed else "waiting")
-        self.jobs[job_id] = Model(state.value)
+        result = self.run(self.storage.enqueue(spec))
+        assert result.created and result.state is not None
+        assert result.state.value == ("scheduled" if delayed else "waiting")
+        self.jobs[job_id] = Model(result.state.value)
 
     @rule(worker=st.integers(0, 1), n=st.integers(1, 3), short=st.booleans())
     def claim(self, worker: int, n: int, short: bool) -> None:
@@ -314,12 +315,16 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert (int(stalls), int(attempts)) == (m.stalls, m.attempts), (job_id, stalls, attempts, m)
 
 
-def run_model(url: str, examples: int, steps: int, storage_class: type[Storage] = Storage) -> None:
+def run_model(url: str, examples: int, steps: int, storage_class: type[Storage] = Storage, *,
+              shrink: bool = True) -> None:
+    """``shrink=False``: report the first failing example as found (a control that only
+    has to be caught need not spend half a minute minimising it)."""
     LifecycleMachine.url = url
     LifecycleMachine.storage_class = storage_class
+    phases = list(Phase) if shrink else [p for p in Phase if p is not Phase.shrink]
     run_state_machine_as_test(LifecycleMachine, settings=settings(
         max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
-        suppress_health_check=list(HealthCheck)))
+        suppress_health_check=list(HealthCheck), phases=phases))
 
 
 async def model_scenario(root: Path, p: Profile) -> list[Report]:

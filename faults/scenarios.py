@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shunter.errors import JobNotInState, LeaseLost
+from shunter.scripts import SCRIPTS
 
 from .checker import Analysis, Report, analyse
-from .harness import Env, Profile, drain_check, drained, percentile, wait_for
+from .harness import Env, Profile, drain_check, drained, in_flight, percentile, wait_for
 from .producer import Producer
-from .worker_main import RENEW_ON_LOOP_ENV
+from .worker_main import ATTEMPTS_BY_JOB_ENV, RENEW_ON_LOOP_ENV
 
 __all__ = ["SCENARIOS", "Scenario"]
 
@@ -76,7 +77,10 @@ async def kill_storm(root: Path, p: Profile) -> list[Report]:
             await asyncio.sleep(p.storm_kill_every)  # pacing of the storm, not a wait
             live = fleet.alive()
             if live:
-                victim = rng.choice(live)
+                # prefer a worker with handlers running: a kill of an idle worker orphans
+                # nothing, and a short storm could then end without a single orphan
+                busy = {pid for *_, pid in in_flight(env, "storm")}
+                victim = rng.choice([w for w in live if w.pid in busy] or live)
                 kills[victim.pid] = fleet.kill(victim, signal.SIGKILL)
             await asyncio.to_thread(fleet.spawn, 1, False)
             if time.monotonic() - started > 3600:
@@ -102,9 +106,7 @@ async def kill_storm(root: Path, p: Profile) -> list[Report]:
 
 async def running_on(env: Env, queue: str, pid: int) -> bool:
     """True when worker ``pid`` has a handler running now (started, not ended)."""
-    runs = env.led.executions(queue)
-    ended = {(e.job, e.token) for e in runs if e.phase == "end"}
-    return any(e.pid == pid and e.phase == "start" and (e.job, e.token) not in ended for e in runs)
+    return any(p == pid for *_, p in in_flight(env, queue))
 
 
 async def rolling_sigterm(root: Path, p: Profile) -> list[Report]:
@@ -228,22 +230,21 @@ async def sigstop(root: Path, p: Profile) -> list[Report]:
             await producer.run(per_round, batch=per_round,
                                data=lambda n: {"n": n, "ms": int(p.lease * 400)})
 
-            async def in_flight() -> list[tuple[str, int, int]]:
-                started: dict[tuple[str, int], int] = {}
-                for e in env.led.executions("stop"):
-                    if e.phase == "start":
-                        started[(e.job, e.token)] = e.pid
-                    else:
-                        started.pop((e.job, e.token), None)
-                return [(j, t, pid) for (j, t), pid in started.items()]
+            async def running() -> list[tuple[str, int, int]]:
+                return in_flight(env, "stop")
 
-            running = await wait_for(in_flight, 30, 0.01, "jobs in flight")
-            victim = next(w for w in fleet.alive() if w.pid == running[0][2])
+            now = await wait_for(running, 30, 0.01, "jobs in flight")
+            victim = next(w for w in fleet.alive() if w.pid == now[0][2])
             fleet.kill(victim, signal.SIGSTOP)
-            stale += [r for r in await in_flight() if r[2] == victim.pid]
+            stale += [r for r in in_flight(env, "stop") if r[2] == victim.pid]
             await asyncio.sleep(p.lease * 3)  # the fault itself: frozen for 3x the lease
             fleet.kill(victim, signal.SIGCONT)
-            await drained(queue, 60)
+
+            async def settled() -> bool:  # the woken worker's stale handlers ended too
+                return not in_flight(env, "stop") and await drained(queue, 0)
+
+            with contextlib.suppress(TimeoutError):
+                await wait_for(settled, 60, 0.05, "the round settled")
         ok = await drained(queue, 60)
         drain_check(rep, ok, 60)
         a = analyse(rep, env.url, "stop", env.led)
@@ -269,9 +270,115 @@ async def sigstop(root: Path, p: Profile) -> list[Report]:
     return [rep]
 
 
+#: Issue 8's reproduction: lease 1 s, a 4 s async job, the worker frozen for 2 s.
+RECLAIM_LEASE = 1.0
+#: How long the woken worker's first renewal is held back in the "claim first" rounds.
+RENEW_HOLD = RECLAIM_LEASE / 4
+
+
+async def sigstop_reclaim(root: Path, p: Profile, *, control: bool = False) -> list[Report]:
+    """4b. The frozen worker claims the same job again when it wakes (issue 8): a worker
+    with lease 1 s and twice as many slots as jobs runs 4 s async jobs, is SIGSTOPped for
+    2 s while another process (the harness) rescues them, and on SIGCONT claims them again
+    with its free slots. The stale attempts must be interrupted as soon as the worker
+    wakes, the new ones must keep their leases, and each job completes once, never failed.
+    ``control``: the worker keys attempts by job id (the bug brought back): caught.
+
+    On waking, the worker's claim and its lease keeper's renewal (refused: the job was
+    rescued) race. Even rounds hold that renewal back for a moment at the worker's proxy,
+    so the claim lands first, the order the bug needs (a control that is caught only when
+    the race goes one way would be caught by chance); odd rounds leave the race alone."""
+    name = ("4c SIGSTOP CONTROL (attempts keyed by job id)" if control
+            else "4b SIGSTOP, re-claimed by the same worker")
+    rep = Report(name)
+    lease, pause, run_s = RECLAIM_LEASE, 2 * RECLAIM_LEASE, 4 * RECLAIM_LEASE
+    per_round = p.reclaim_jobs
+    async with Env("sigstop-control" if control else "sigstop-reclaim", p, root) as env:
+        queue = env.queue("reclaim")
+        extra = {ATTEMPTS_BY_JOB_ENV: "1"} if control else {}
+        # a free slot per job on waking (issue 8: one job, concurrency 2); max_stalls 1
+        fleet = env.fleet("reclaim", concurrency=2 * per_round, lease=lease, env=extra)
+        ((worker, proxy),) = await env.spawn_proxied(fleet, 1)
+        renew = SCRIPTS["renew"].sha.encode()
+        producer = Producer(queue, env.led, prefix="s")
+        stale: list[tuple[str, int, float]] = []  # (job, token, SIGCONT time)
+        rescued_while_stopped = 0
+        claim_first = 0
+        for round_no in range(p.reclaim_rounds):
+            jobs = {f"s{producer.next_n + k}" for k in range(per_round)}
+            await producer.run(per_round, batch=per_round,
+                               data=lambda n: {"n": n, "ms": int(run_s * 1000)})
+
+            async def started(jobs: set[str] = jobs) -> list[tuple[str, int, int]]:
+                now = [r for r in in_flight(env, "reclaim") if r[0] in jobs]
+                return now if len(now) == len(jobs) else []
+
+            running = await wait_for(started, 30, 0.01, "the round's jobs running")
+            fleet.kill(worker, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            while time.monotonic() - frozen_at < pause:  # another process rescues meanwhile
+                await queue.storage.rescue(1, lock_ms=0)
+                await asyncio.sleep(lease / 4)  # pacing of the rescuer
+            rescued_while_stopped += sum([(await queue.get_job(j)).state == "waiting" for j in jobs])
+            if round_no % 2 == 0:
+                proxy.hold(renew, RENEW_HOLD)  # the claim lands before the refused renewal
+                claim_first += 1
+            woke = fleet.kill(worker, signal.SIGCONT)
+            stale += [(job, tok, woke) for job, tok, _ in running]
+
+            async def settled() -> bool:  # rounds apart: every attempt of this one ended
+                return not in_flight(env, "reclaim") and await drained(queue, 0)
+
+            with contextlib.suppress(TimeoutError):
+                await wait_for(settled, run_s * 3, 0.05, "the round settled")
+        timeout = 30 + run_s * 2
+        ok = await drained(queue, timeout)
+        drain_check(rep, ok, timeout)
+        a = analyse(rep, env.url, "reclaim", env.led)
+        total = len(stale)
+        rep.expect("rescued by another process while the worker was stopped",
+                   f"{rescued_while_stopped}/{total}", rescued_while_stopped == total,
+                   f"frozen {pause:g}s, lease {lease:g}s, handlers {run_s:g}s")
+        ends = {(e.job, e.token): e for e in a.executions if e.phase == "end"}
+        reclaimed = sum(1 for job, tok, _ in stale
+                        if any(t2 > tok and pid2 == worker.pid for t2, _, pid2, _ in a.starts.get(job, [])))
+        rep.expect("re-claimed by the same worker on waking", f"{reclaimed}/{total}", reclaimed > 0,
+                   f"the path of issue 8 was exercised; in {claim_first} of {p.reclaim_rounds} "
+                   f"rounds the first renewal was held {RENEW_HOLD:g}s so the claim came first")
+        bound = lease / 3 + 0.5  # the first renewal after waking (held or not) is refused
+        late, took = [], []
+        for job, tok, woke in stale:
+            end = ends.get((job, tok))
+            if end is not None:
+                took.append(end.ts - woke)
+            if end is None or end.outcome != "CancelledError" or end.ts - woke > bound:
+                late.append((job, tok, end.outcome if end else "still running",
+                             round(end.ts - woke, 2) if end else None))
+        rep.expect("stale attempts interrupted on waking", f"{total - len(late)}/{total}",
+                   not late, f"handler cancelled within {bound:.2f}s of SIGCONT (worst "
+                   f"{max(took, default=0):.2f}s)" + (f"; not: {late[:3]}" if late else ""))
+        done = sum(1 for job, *_ in stale if a.final.get(job) == "completed")
+        stalls = [(await queue.get_job(job)).stalls for job, *_ in stale]
+        rep.expect("completed, once, with one stall", f"{done}/{total}",
+                   done == total and all(n == 1 for n in stalls), f"stalls {stalls}")
+    return [rep]
+
+
+async def sigstop_control(root: Path, p: Profile) -> list[Report]:
+    return await sigstop_reclaim(root, p, control=True)
+
+
 def _registry() -> list[Scenario]:
     from .model import model_scenario
-    from .scenarios_server import oom, poison_pills, redis_restart, retry_storm, retry_storm_control
+    from .scenarios_net import network, network_replies
+    from .scenarios_server import (
+        oom,
+        poison_pills,
+        redis_restart,
+        redis_restart_long,
+        retry_storm,
+        retry_storm_control,
+    )
 
     return [
         Scenario("kill-storm", kill_storm),
@@ -279,11 +386,16 @@ def _registry() -> list[Scenario]:
         Scenario("blocked-loop", blocked_loop),
         Scenario("blocked-loop-control", blocked_loop_control, expect_fail=True),
         Scenario("sigstop", sigstop),
+        Scenario("sigstop-reclaim", sigstop_reclaim),
+        Scenario("sigstop-control", sigstop_control, expect_fail=True),
         Scenario("redis-restart", redis_restart),
+        Scenario("redis-restart-long", redis_restart_long),
         Scenario("oom", oom),
         Scenario("poison-pills", poison_pills),
         Scenario("retry-storm", retry_storm),
         Scenario("retry-storm-control", retry_storm_control, expect_fail=True),
+        Scenario("network", network),
+        Scenario("network-replies", network_replies),
         Scenario("model", model_scenario),
     ]
 

@@ -1,19 +1,36 @@
-"""Scenarios 5-8 of RELIABILITY.md: Redis restarts under load, Redis out of memory,
-poison pills, and a retry storm (with its no-jitter control)."""
+"""Scenarios 5-8 of RELIABILITY.md: Redis restarts under load and under handlers that
+outlast the outage, Redis out of memory, poison pills, and a retry storm (with its
+no-jitter control)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
 from shunter import Backoff
+from shunter.storage import UNAVAILABLE
 
 from .checker import Analysis, Report, analyse
-from .harness import Env, Profile, drain_check, drained, percentile, wait_for
+from .harness import Env, Profile, drain_check, drained, in_flight, percentile, wait_for
 from .producer import Producer
 
-__all__ = ["oom", "poison_pills", "redis_restart", "retry_storm", "retry_storm_control"]
+__all__ = ["oom", "poison_pills", "redis_restart", "redis_restart_long", "retry_storm",
+           "retry_storm_control"]
+
+
+async def crash_redis(env: Env, outage: float, detail: str) -> float:
+    """SIGKILL the server, keep it down for ``outage`` s, start it again on the same port
+    and dir (AOF recovery); recorded in the ledger as a fault on every process. Returns
+    the measured outage."""
+    t0 = time.monotonic()
+    env.led.harness("redis_crash", env.server.pid, detail)
+    await asyncio.to_thread(env.server.kill)
+    await asyncio.sleep(outage)  # the outage itself
+    await asyncio.to_thread(env.server.start)
+    env.led.harness("redis_up", env.server.pid, detail)
+    return time.monotonic() - t0
 
 
 async def redis_restart(root: Path, p: Profile) -> list[Report]:
@@ -37,13 +54,7 @@ async def _restart(root: Path, p: Profile, fsync: str) -> Report:
         outages = []
         for _ in range(p.restart_crashes):
             await asyncio.sleep(2.0)  # pacing: run under load before each crash
-            t0 = time.monotonic()
-            env.led.harness("redis_crash", env.server.pid, fsync)
-            await asyncio.to_thread(env.server.kill)
-            await asyncio.sleep(p.restart_outage)  # the outage itself
-            await asyncio.to_thread(env.server.start)
-            env.led.harness("redis_up", env.server.pid, fsync)
-            outages.append(time.monotonic() - t0)
+            outages.append(await crash_redis(env, p.restart_outage, fsync))
         await produce
         ok = await drained(queue, 120)
         drain_check(rep, ok, 120)
@@ -60,6 +71,70 @@ async def _restart(root: Path, p: Profile, fsync: str) -> Report:
                     "acknowledged but not on disk when Redis was SIGKILLed (a process crash keeps "
                     "the page cache; a machine crash can lose up to ~1 s of writes)")
     return rep
+
+
+async def redis_restart_long(root: Path, p: Profile) -> list[Report]:
+    """5c. Redis crashes (AOF always) while every slot runs a handler longer than the
+    outage: once for less than the lease (the leases survive if the keeper renews before
+    they run out), once for 1.5 leases (every deadline passes in the server's clock).
+    As soon as the server is back, another process (the harness, as another worker's
+    maintenance would) rescues what expired, before the holders renew: their renewals are
+    refused, the stale handlers must be interrupted, and the jobs re-run and complete
+    once, never failed. (A holder that renews first keeps its job: renew extends a lease
+    that ran out but was not rescued yet, which is safe: nobody else holds it.)"""
+    rep = Report("5c Redis restart, handlers longer than the outage")
+    lease = p.lease
+    outages = (lease / 2, lease * 1.5)
+    run_s = outages[-1] + lease / 2  # every handler outlasts the longest outage
+    async with Env("redis-restart-long", p, root, appendfsync="always") as env:
+        queue = env.queue("long")
+        n = p.restart_long_jobs
+        # free slots: a rescued job may be claimed again by the worker whose stale attempt
+        # is still winding down (issue 8); max_stalls 1: one rescue each
+        fleet = env.fleet("long", concurrency=n)
+        await env.spawn(fleet, 2)
+        producer = Producer(queue, env.led, prefix="l")
+        rows = []
+        for outage in outages:
+            first = producer.next_n
+            await producer.run(n, batch=n, data=lambda k: {"n": k, "ms": int(run_s * 1000)})
+            wanted = {f"l{k}" for k in range(first, first + n)}
+
+            async def running(wanted: set[str] = wanted) -> bool:
+                return wanted <= {job for job, *_ in in_flight(env, "long")}
+
+            await wait_for(running, 30, 0.01, "every job of the round running")
+            took = await crash_redis(env, outage, f"outage {outage:g}s")
+            for _ in range(10):  # another worker's rescue, first after the restart
+                try:
+                    await queue.storage.rescue(1, lock_ms=0)
+                    break
+                except UNAVAILABLE:  # our own connection died with the server: reconnect
+                    await asyncio.sleep(0.01)
+
+            async def settled() -> bool:
+                return not in_flight(env, "long") and await drained(queue, 0)
+
+            with contextlib.suppress(TimeoutError):
+                await wait_for(settled, 30 + run_s * 3, 0.1, "the round settled")
+            rows.append((outage, took, wanted))
+        ok = await drained(queue, 60)
+        drain_check(rep, ok, 60)
+        a = analyse(rep, env.url, "long", env.led)
+        rep.expect("worker processes that exited", len(fleet.unexpected_exits()),
+                   not fleet.unexpected_exits(), "all recovered by themselves")
+        for outage, took, wanted in rows:
+            rescued = {job for job, _ in a.rescues.at if job in wanted}
+            done = sum(1 for job in wanted if a.final.get(job) == "completed")
+            what = "shorter" if outage < lease else "longer"
+            rep.add(f"outage {what} than the lease: jobs rescued", f"{len(rescued)}/{len(wanted)}", None,
+                    f"down {took:.1f}s, lease {lease:g}s, handlers {run_s:g}s")
+            rep.expect(f"outage {what} than the lease: completed", f"{done}/{len(wanted)}",
+                       done == len(wanted))
+        long_rescued = {job for job, _ in a.rescues.at if job in rows[-1][2]}
+        rep.expect("rescued after the long outage", f"{len(long_rescued)}/{n}", bool(long_rescued),
+                   "the path of a rescue after a restart, with the holders alive, was exercised")
+    return [rep]
 
 
 async def oom(root: Path, p: Profile) -> list[Report]:

@@ -10,10 +10,20 @@ signals (SIGKILL, SIGTERM, SIGSTOP, SIGCONT) and stops these processes by pid.
 ``--mode`` picks the handler set: ``normal`` (work, flaky, block_sleep, block_spin) or
 ``poison`` (adds kill_self, always_raise, hang, hang_sync, bad_result).
 
-Control knob, not a public API: with ``SHUNTER_FAULTS_RENEW_ON_LOOP=1`` the lease keeper
-thread no longer renews leases itself but schedules each renewal on the event loop, as a
-naive worker would. A handler that blocks the loop then loses its lease: the blocked-loop
-scenario runs this variant to prove that its checks can fail.
+Each process records itself in the ledger (pid, worker name ``faults-<pid>``, lease), so
+the checker can tie an attempt to the process that ran it and to the faults injected there.
+
+Control knobs, not a public API, each bringing back a bug the suite must catch:
+
+- ``SHUNTER_FAULTS_RENEW_ON_LOOP=1``: the lease keeper thread no longer renews leases
+  itself but schedules each renewal on the event loop, as a naive worker would. A handler
+  that blocks the loop then loses its lease (the blocked-loop control).
+- ``SHUNTER_FAULTS_ATTEMPTS_BY_JOB=1``: the worker's running attempts and the lease
+  keeper's held leases are keyed by job id, dropping the fencing token (issue 8). A worker
+  frozen past its lease that claims the same job again on waking then runs it twice at
+  once and the first attempt's end drops the second one's lease (the SIGSTOP control). It
+  patches ``Worker.attempt_key`` and ``LeaseKeeper.held_key``; an engine without them
+  keys by job id anyway.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from shunter.lease import LeaseKeeper
 from .ledger import Ledger
 
 RENEW_ON_LOOP_ENV = "SHUNTER_FAULTS_RENEW_ON_LOOP"
+ATTEMPTS_BY_JOB_ENV = "SHUNTER_FAULTS_ATTEMPTS_BY_JOB"
 FENCED_VERBS = ("complete", "retry", "fail", "abort", "release")
 
 
@@ -59,8 +70,28 @@ def _renew_on_loop(self: LeaseKeeper) -> None:
     self.client.close()
 
 
+def key_attempts_by_job() -> list[str]:
+    """The issue-8 bug, for the control: attempts keyed by job id, token dropped. Returns
+    what it patched (nothing on an engine that predates the hooks: it has the bug)."""
+    import shunter.worker
+
+    patched = []
+    if hasattr(shunter.worker.Worker, "attempt_key"):
+        shunter.worker.Worker.attempt_key = staticmethod(  # type: ignore[method-assign]
+            lambda job_id, token: (job_id, 0))
+        patched.append("Worker.attempt_key")
+    if hasattr(LeaseKeeper, "held_key"):
+        LeaseKeeper.held_key = staticmethod(  # type: ignore[method-assign]
+            lambda queue, job_id, token: (queue, job_id, 0))
+        patched.append("LeaseKeeper.held_key")
+    return patched
+
+
 def handlers(ledger: Ledger, queue: str, mode: str) -> dict[str, Any]:
-    def recorded(fn: Callable[[Job], Awaitable[Any]]) -> Callable[[Job], Awaitable[Any]]:
+    def recorded(fn: Callable[[Job], Awaitable[Any]],
+                 returned: str = "return") -> Callable[[Job], Awaitable[Any]]:
+        """``returned``: the ledger's outcome when the handler returns. "return" means it
+        succeeded (the checker's outcome check: such a job never ends failed)."""
         async def run(job: Job) -> Any:
             ledger.execution(queue, job.id, job.token or 0, job.attempt, "start")
             try:
@@ -69,7 +100,7 @@ def handlers(ledger: Ledger, queue: str, mode: str) -> dict[str, Any]:
                 ledger.execution(queue, job.id, job.token or 0, job.attempt, "end",
                                  type(exc).__name__)
                 raise
-            ledger.execution(queue, job.id, job.token or 0, job.attempt, "end", "return")
+            ledger.execution(queue, job.id, job.token or 0, job.attempt, "end", returned)
             return result
         return run
 
@@ -100,6 +131,8 @@ def handlers(ledger: Ledger, queue: str, mode: str) -> dict[str, Any]:
         ("work", work), ("flaky", flaky), ("block_sleep", block_sleep), ("block_spin", block_spin))}
     if mode == "poison":
         async def kill_self(job: Job) -> Any:
+            # an injected fault like the harness's SIGKILL: it explains the rescue
+            ledger.harness("SIGKILL", os.getpid(), f"{queue}: kill_self")
             os.kill(os.getpid(), signal.SIGKILL)
 
         async def always_raise(job: Job) -> Any:
@@ -117,8 +150,9 @@ def handlers(ledger: Ledger, queue: str, mode: str) -> dict[str, Any]:
                 time.sleep(0.05)
 
         tasks.update({name: recorded(fn) for name, fn in (
-            ("kill_self", kill_self), ("always_raise", always_raise), ("hang", hang),
-            ("bad_result", bad_result))})
+            ("kill_self", kill_self), ("always_raise", always_raise), ("hang", hang))})
+        # it returns, but a result the worker cannot store: a failure, not a success
+        tasks["bad_result"] = recorded(bad_result, returned="unserializable")
         tasks["hang_sync"] = Task(hang_sync)
     return tasks
 
@@ -186,14 +220,19 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s {os.getpid()} %(name)s %(levelname)s %(message)s")
     if os.environ.get(RENEW_ON_LOOP_ENV) == "1":
         LeaseKeeper.run = _renew_on_loop  # type: ignore[method-assign]
+    if os.environ.get(ATTEMPTS_BY_JOB_ENV) == "1":
+        logging.getLogger("faults").warning("control: attempts keyed by job id (patched: %s)",
+                                            ", ".join(key_attempts_by_job()) or "nothing to patch")
     ledger = Ledger(args.ledger)
+    name = f"faults-{os.getpid()}"
     worker = Worker(args.queue, handlers(ledger, args.queue, args.mode), args.redis,
                     concurrency=args.concurrency, lease=args.lease, max_stalls=args.max_stalls,
                     job_timeout=args.job_timeout, shutdown_timeout=args.shutdown_timeout,
-                    cancel_grace=args.cancel_grace, name=f"faults-{os.getpid()}")
+                    cancel_grace=args.cancel_grace, name=name)
     # The checker reads the whole event stream at the end: keep all of it.
     worker.storage.max_events = args.max_events
     record_commits(worker, ledger)
+    ledger.worker(args.queue, name, args.lease, args.concurrency)
     ledger.harness("worker_ready", os.getpid(), args.queue)
     try:
         asyncio.run(worker.run())

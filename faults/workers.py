@@ -105,20 +105,22 @@ class Fleet:
     env: dict[str, str] = field(default_factory=dict)
     procs: list[WorkerProcess] = field(default_factory=list)
 
-    def argv(self) -> list[str]:
+    def argv(self, redis_url: str | None = None) -> list[str]:
         argv = [sys.executable, "-m", "faults.worker_main", "--queue", self.queue,
-                "--redis", self.redis_url, "--ledger", self.ledger.path, "--lease", str(self.lease),
-                "--concurrency", str(self.concurrency), "--mode", self.mode]
+                "--redis", redis_url or self.redis_url, "--ledger", self.ledger.path,
+                "--lease", str(self.lease), "--concurrency", str(self.concurrency), "--mode", self.mode]
         for name, value in self.options.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
         return argv
 
-    def spawn(self, n: int = 1, wait: bool = True, timeout: float = 60.0) -> list[WorkerProcess]:
+    def spawn(self, n: int = 1, wait: bool = True, timeout: float = 60.0,
+              redis_url: str | None = None) -> list[WorkerProcess]:
+        """Start ``n`` processes (``redis_url``: connect there instead, e.g. a proxy)."""
         env = {**os.environ, **self.env, "PYTHONPATH": _pythonpath()}
         new = []
         for _ in range(n):
             log = self.workdir / f"worker-{self.queue}-{len(self.procs)}.log"
-            proc = WorkerProcess(self.argv(), log, env).start()
+            proc = WorkerProcess(self.argv(redis_url), log, env).start()
             self.procs.append(proc)
             new.append(proc)
         if wait:

@@ -7,14 +7,23 @@ Also the regression tests of the engine bugs the suite found (see docs/reliabili
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio
 
-from faults.checker import Report
+from faults.checker import (
+    Fault,
+    JobTrace,
+    Report,
+    concurrent_runs,
+    explain_rescues,
+    worker_pid,
+)
 from faults.harness import SHORT
+from faults.ledger import Execution, WorkerInfo
 from faults.model import run_model
 from faults.redis_server import RedisServer
 from faults.scenarios import SCENARIOS
@@ -40,17 +49,121 @@ async def test_scenario_holds(name: str, tmp_path: Path) -> None:
     assert reports and not failed(reports), failed(reports)
 
 
+async def caught(name: str, tmp_path: Path, required: set[str],
+                 optional: frozenset[str] = frozenset()) -> None:
+    """A control must fail for the reason it exists, and only for it: every violation
+    (each a leaf: one failed check) is one of the expected checks, the ones that always
+    follow from the bug are all there, and the scenario did not crash (a crash proves
+    nothing)."""
+    reports = await run(name, tmp_path)
+    errors = [r.error for r in reports if r.error]
+    assert not errors, errors
+    metrics = {c.metric for r in reports for c in r.violations}
+    assert required <= metrics, (required - metrics, failed(reports))
+    assert metrics <= required | optional, (metrics - required - optional, failed(reports))
+
+
 async def test_blocked_loop_control_is_caught(tmp_path: Path) -> None:
-    """Renewal forced onto the event loop: the blocked handlers lose their leases, run
-    twice and end failed, and the checker says so."""
-    metrics = {c.metric for r in await run("blocked-loop-control", tmp_path) for c in r.violations}
-    assert {"duplicated", "leases lost (rescues)"} <= metrics, metrics
+    """Renewal forced onto the event loop: the blocked handlers lose their leases with no
+    fault to explain it, run twice (each run after its lease was gone) and end failed
+    although they returned, and the checker says so."""
+    await caught("blocked-loop-control", tmp_path, {
+        "rescues explained by a fault", "duplicated", "leases lost (rescues)", "completed",
+        "rescued attempts stopped in time", "succeeded jobs that ended failed"})
+
+
+async def test_sigstop_control_is_caught(tmp_path: Path) -> None:
+    """Issue 8 brought back (attempts keyed by job id): the frozen worker claims its jobs
+    again on waking (its first renewal held back, so the claim comes first) and the stale
+    attempts run on beside the new ones; the end of each stale one drops the new one's
+    lease, which runs out with no fault to explain it; the jobs end failed (stalls 2)
+    although every handler returned."""
+    await caught("sigstop-control", tmp_path, {
+        "rescues explained by a fault", "rescued attempts stopped in time",
+        "concurrent executions in one worker", "stale attempts interrupted on waking",
+        "succeeded jobs that ended failed", "completed, once, with one stall"})
 
 
 async def test_retry_storm_control_is_caught(tmp_path: Path) -> None:
     """Without jitter the retries come back as one wave, and the spread check fails."""
-    metrics = {c.metric for r in await run("retry-storm-control", tmp_path) for c in r.violations}
-    assert metrics == {"retry wave widened by jitter (s)"}, metrics
+    await caught("retry-storm-control", tmp_path, {"retry wave widened by jitter (s)"})
+
+
+# -- the checker's own rules, on made-up histories ---------------------------------------------
+
+LEASE = 1.0
+T0 = 1_000_000.0  # wall-clock seconds of the made-up histories
+
+
+def trace(*events: tuple[float, str, str, int], workers: dict[int, str] | None = None) -> JobTrace:
+    return JobTrace([(int(t * 1000), ev, state, tok) for t, ev, state, tok in events], workers or {})
+
+
+def explain(faults: list[Fault], rescue_at: float, claim_at: float = T0, worker: str = "faults-7") -> bool:
+    traces = {"j": trace((claim_at, "claim", "active", 1), (rescue_at, "rescue", "waiting", 1),
+                         workers={1: worker} if worker else None)}
+    workers = {pid: WorkerInfo(pid, "q", f"faults-{pid}", LEASE, 2, T0) for pid in (7, 8)}
+    rescues = explain_rescues(traces, {}, faults, workers, "q")
+    return ("j", 1) in rescues.explained
+
+
+@pytest.mark.parametrize(("faults", "rescue_at", "ok"), [
+    ([], T0 + 2, False),  # a lease that ran out with no fault: a worker bug
+    ([Fault("SIGSTOP", 7, T0 + 1, T0 + 3)], T0 + 2, True),  # while its worker was stopped
+    ([Fault("SIGSTOP", 8, T0 + 1, T0 + 3)], T0 + 2, False),  # another worker was stopped
+    ([Fault("redis down", None, T0 + 1, T0 + 3)], T0 + 3.1, True),  # every process
+    ([Fault("SIGKILL", 7, T0 + 1, T0 + 1)], T0 + 1 + 1.5 * LEASE + 0.9, True),  # within the slack
+    ([Fault("SIGKILL", 7, T0 + 1, T0 + 1)], T0 + 1 + 1.5 * LEASE + 1.1, False),  # too late
+    ([Fault("SIGSTOP", 7, T0 + 1.9, T0 + 4)], T0 + 2, False),  # too soon: the lease was fresh
+    ([Fault("cut", 7, T0 + 0.5, T0 + 0.5)], T0 + 2, True),  # its proxy cut it off
+    ([Fault("stall", 7, T0 + 0.5, T0 + 0.8)], T0 + 2, False),  # too short to lose a lease
+    ([Fault("stall", 7, T0 + 0.5, T0 + 1.0)], T0 + 2, True),  # lease / 2: it may
+    ([Fault("redis down", None, T0 + 1, T0 + 1.2)], T0 + 2, True),  # a reply lost in the crash
+])
+def test_a_rescue_is_explained_by_a_fault_on_that_attempt(faults: list[Fault], rescue_at: float,
+                                                          ok: bool) -> None:
+    assert explain(faults, rescue_at) is ok
+
+
+def test_a_fault_that_ended_before_the_claim_explains_nothing() -> None:
+    """Issue 8: the worker woke (SIGCONT at T0 + 3), claimed the job again a millisecond
+    later, and that new attempt's lease was then dropped by the worker itself."""
+    stop = Fault("SIGSTOP", 7, T0 + 1, T0 + 3)
+    assert not explain([stop], T0 + 4, claim_at=T0 + 3.001)
+    assert explain([stop], T0 + 4, claim_at=T0 + 2.9995)  # same ms as the end: benefit of doubt
+
+
+def test_an_attempt_whose_worker_is_unknown_takes_any_worker_of_its_queue() -> None:
+    assert explain([Fault("drop_reply", 8, T0, T0)], T0 + 1.5, worker="")
+    assert not explain([Fault("drop_reply", 99, T0, T0)], T0 + 1.5, worker="")  # not of this queue
+
+
+def test_worker_pid() -> None:
+    assert worker_pid("faults-123") == 123
+    assert worker_pid("host:123:abc") is None and worker_pid(None) is None
+
+
+def execution(token: int, phase: str, ts: float, outcome: str | None = None, pid: int = 7) -> Execution:
+    return Execution("j", token, 1, pid, phase, outcome, T0 + ts)
+
+
+@pytest.mark.parametrize(("runs", "flagged"), [
+    # the stale attempt went on to return while the new one ran: issue 8
+    ([execution(1, "start", 0), execution(2, "start", 3), execution(1, "end", 4, "return"),
+      execution(2, "end", 7, "return")], [("j", 1, 2, 7)]),
+    # interrupted (cancelled) as the worker woke, even if it ended after the new start
+    ([execution(1, "start", 0), execution(2, "start", 3), execution(1, "end", 3.01, "CancelledError"),
+      execution(2, "end", 7, "return")], []),
+    # one after the other
+    ([execution(1, "start", 0), execution(1, "end", 1, "return"), execution(2, "start", 3)], []),
+    # never ended while the next one ran
+    ([execution(1, "start", 0), execution(2, "start", 3)], [("j", 1, 2, 7)]),
+    # in two different workers: at-least-once across processes, not this check
+    ([execution(1, "start", 0), execution(2, "start", 3, pid=8), execution(1, "end", 4, "return")], []),
+])
+def test_concurrent_executions_in_one_worker(runs: list[Execution], flagged: list[object]) -> None:
+    assert concurrent_runs(runs) == flagged
+    assert math.isfinite(T0)
 
 
 class Unfenced(Storage):
@@ -63,10 +176,24 @@ class Unfenced(Storage):
         await super().complete(job_id, current, result)
 
 
+def leaves(exc: BaseException) -> list[BaseException]:
+    """Every exception inside (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
+    return [exc]
+
+
 def test_model_catches_a_storage_that_ignores_the_fence() -> None:
-    with RedisServer() as server, pytest.raises(Exception) as caught:
-        run_model(server.url, 150, 40, Unfenced)
-    assert "stale token" in repr(caught.value) or "sub-exception" in str(caught.value)
+    """Hypothesis may report several distinct failures at once (an exception group): each
+    one must be the fence check, a stale token's write that was accepted or refused for
+    the wrong reason (the current token applied to a job that is no longer active)."""
+    with RedisServer() as server, pytest.raises(BaseException) as raised:
+        run_model(server.url, 150, 40, Unfenced, shrink=False)
+    found = leaves(raised.value)
+    assert found
+    for leaf in found:
+        assert isinstance(leaf, AssertionError), repr(leaf)
+        assert "accepted with a stale token" in str(leaf) or "JobNotInState" in str(leaf), str(leaf)
 
 
 # -- regressions of engine bugs found by the suite -------------------------------------------
