@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck check clean bench bench-quick
+.PHONY: demo test test-unit lint typecheck check clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The tests that need no server (decide(), Backoff, the Lua include resolver ...): seconds.
+test-unit: $(STAMP)
+	$(BIN)/pytest -m "not redis"
 
 # Benchmarks (BENCHMARKS.md): shunter and two peers, pinned, each in its own virtualenv.
 PEER := bench/.venv-peer
@@ -36,6 +40,7 @@ bench-quick: $(STAMP) $(PEER)/.installed-stamp
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples bench faults
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 check: lint test
 

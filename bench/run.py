@@ -38,7 +38,10 @@ class Side:
     extra: list[str]
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+        # The caller's PYTHONPATH stays after the bench's own root, so a worktree run with
+        # PYTHONPATH=<worktree>/src measures that source, not the venv's installed copy.
+        path = [str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
         return subprocess.Popen([self.python, "-m", *self.module, *args, *self.extra],
                                 stdout=subprocess.PIPE, text=True, env=env, cwd=HERE.parent)
 

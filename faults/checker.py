@@ -46,7 +46,7 @@ from typing import Any
 
 import redis
 
-from shunter.keys import QueueKeys
+from shunter.storage.keys import QueueKeys
 
 from .ledger import Commit, Execution, Ledger, WorkerInfo
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shunter.errors import JobNotInState, LeaseLost
-from shunter.scripts import SCRIPTS
+from shunter.storage.scripts import SCRIPTS
 
 from .checker import Analysis, Report, analyse
 from .harness import Env, Profile, drain_check, drained, in_flight, percentile, wait_for

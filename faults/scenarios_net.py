@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from shunter.scripts import SCRIPTS
+from shunter.storage.scripts import SCRIPTS
 
 from .checker import Analysis, Report, analyse
 from .harness import Env, Profile, drain_check, drained, wait_for

@@ -22,8 +22,7 @@ Control knobs, not a public API, each bringing back a bug the suite must catch:
   keeper's held leases are keyed by job id, dropping the fencing token (issue 8). A worker
   frozen past its lease that claims the same job again on waking then runs it twice at
   once and the first attempt's end drops the second one's lease (the SIGSTOP control). It
-  patches ``Worker.attempt_key`` and ``LeaseKeeper.held_key``; an engine without them
-  keys by job id anyway.
+  patches ``Slots.attempt_key`` and ``LeaseKeeper.held_key``.
 """
 
 from __future__ import annotations
@@ -44,7 +43,8 @@ from redis.exceptions import ResponseError
 
 from shunter import Job, Task, Worker
 from shunter.errors import JobNotInState, LeaseLost
-from shunter.lease import LeaseKeeper
+from shunter.worker.lease import LeaseKeeper
+from shunter.worker.slots import Slots
 
 from .ledger import Ledger
 
@@ -67,24 +67,17 @@ def _renew_on_loop(self: LeaseKeeper) -> None:
             self.loop.call_soon_threadsafe(tick)
         except RuntimeError:
             break
-    self.client.close()
+    self.storage.close()
 
 
 def key_attempts_by_job() -> list[str]:
     """The issue-8 bug, for the control: attempts keyed by job id, token dropped. Returns
-    what it patched (nothing on an engine that predates the hooks: it has the bug)."""
-    import shunter.worker
-
-    patched = []
-    if hasattr(shunter.worker.Worker, "attempt_key"):
-        shunter.worker.Worker.attempt_key = staticmethod(  # type: ignore[method-assign]
-            lambda job_id, token: (job_id, 0))
-        patched.append("Worker.attempt_key")
-    if hasattr(LeaseKeeper, "held_key"):
-        LeaseKeeper.held_key = staticmethod(  # type: ignore[method-assign]
-            lambda queue, job_id, token: (queue, job_id, 0))
-        patched.append("LeaseKeeper.held_key")
-    return patched
+    what it patched."""
+    Slots.attempt_key = staticmethod(  # type: ignore[method-assign]
+        lambda job_id, token: (job_id, 0))
+    LeaseKeeper.held_key = staticmethod(  # type: ignore[method-assign]
+        lambda queue, job_id, token: (queue, job_id, 0))
+    return ["Slots.attempt_key", "LeaseKeeper.held_key"]
 
 
 def handlers(ledger: Ledger, queue: str, mode: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,19 +22,23 @@ import redis.asyncio
 from shunter import Queue, Worker
 from shunter.storage import Storage
 
+_OWNED: Path | None = None
+
 
 def _session_server() -> str:
     """The URL the tests use: ``$SHUNTER_TEST_REDIS_URL``, else an owned embedded server in
-    a temporary directory, started here (at import, in the main thread, so it lives as long
-    as pytest and dies with it even on kill -9) and stopped at exit."""
+    a temporary directory. Its URL is known now; the server itself is started only when a
+    selected test is marked ``redis`` (see :func:`pytest_collection_modifyitems`), so
+    ``pytest -m "not redis"`` runs the pure tests with no server at all."""
+    global _OWNED
     configured = os.environ.get("SHUNTER_TEST_REDIS_URL")
     if configured:
         return configured
-    from shunter import server
+    from shunter.embedded import launcher
 
-    data = tempfile.mkdtemp(prefix="shunter-tests-")
-    atexit.register(shutil.rmtree, data, True)  # registered first: runs after the stop
-    url = server.start(data, owned=True).url
+    _OWNED = Path(tempfile.mkdtemp(prefix="shunter-tests-"))
+    atexit.register(shutil.rmtree, _OWNED, True)  # registered first: runs after the stop
+    url = f"unix://{launcher.socket_path(_OWNED)}"
     os.environ["SHUNTER_TEST_REDIS_URL"] = url  # subprocesses of tests see the same server
     return url
 
@@ -41,6 +46,16 @@ def _session_server() -> str:
 REDIS_URL = _session_server()
 # Code under test that names no server must not start a daemon in the working tree.
 os.environ["SHUNTER_REDIS_URL"] = REDIS_URL
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the owned server (in the main thread, so it dies with pytest even on kill -9,
+    and is stopped at exit) when a selected test needs one."""
+    if _OWNED is not None and any(item.get_closest_marker("redis") for item in items):
+        from shunter import embedded
+
+        started = embedded.start(_OWNED, owned=True).url
+        assert started == REDIS_URL, (started, REDIS_URL)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from shunter import sync as shunter_sync
 
 from .conftest import REDIS_URL
 
+pytestmark = pytest.mark.redis
+
 DAY = 86400
 
 

@@ -19,6 +19,8 @@ from shunter import Backoff, Job, Queue, State
 
 from .conftest import burst
 
+pytestmark = pytest.mark.redis
+
 
 class Recorder:
     """A handler that counts its calls."""

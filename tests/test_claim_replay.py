@@ -23,13 +23,13 @@ import redis.asyncio
 from faults.proxy import Proxy
 from faults.redis_server import RedisServer
 from shunter import Job, Queue, State, Worker
-from shunter.scripts import SCRIPTS
 from shunter.storage import Storage
+from shunter.storage.scripts import SCRIPTS
 
 from .conftest import eventually
 from .worker_support import events
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
 
 async def test_a_resent_claim_returns_the_same_batch(queue: Queue, storage: Storage) -> None:

@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from shunter import Queue, server, stats
+from shunter import Queue, embedded, stats
 from shunter.producer import build_spec
 from shunter.storage import Storage
 
 from .conftest import REDIS_URL, eventually
+
+pytestmark = pytest.mark.redis
 
 SHUNTER = str(Path(sys.executable).parent / "shunter")
 
@@ -240,7 +242,7 @@ async def test_worker_processes_are_supervised(queue: Queue, app: Path, tmp_path
         await eventually(lambda: len(_started(log)) == 3, 20, message="a crashed process restarted")
         assert "exited with status 3" in log.read_text()
         children = _started(log)
-        assert server._alive(children[-1])
+        assert embedded.launcher._alive(children[-1])
         jobs = [await queue.add("echo", {"i": i}) for i in range(6)]
         for job in jobs:
             await job.wait(timeout=15)
@@ -248,7 +250,7 @@ async def test_worker_processes_are_supervised(queue: Queue, app: Path, tmp_path
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     for pid in children:
-        await eventually(lambda pid=pid: not server._alive(pid), 10, message=f"child {pid} exited")
+        await eventually(lambda pid=pid: not embedded.launcher._alive(pid), 10, message=f"child {pid} exited")
 
 
 def _started(log: Path) -> list[int]:
@@ -268,7 +270,7 @@ async def test_status_counts_workers_and_throughput(queue: Queue, start_worker: 
     running = start_worker({"echo": echo})
     for job in jobs:
         await job.wait(timeout=10)
-    await eventually(queue.storage.workers, 10, message="a heartbeat")
+    await eventually(queue.storage.heartbeats.alive, 10, message="a heartbeat")
 
     (mine,) = as_json("status", queue.name)
     assert mine["counts"]["completed"] == 3 and mine["counts"]["scheduled"] == 1
@@ -394,12 +396,12 @@ def test_server_start_status_stop(tmp_path: Path) -> None:
         assert info["server"].startswith("valkey 8.") and info["aof"] is True
         assert info["maxmemory_policy"] == "noeviction"
         assert ok("server", "stop", "--data-dir", str(data)) == f"stopped server pid {pid} in {data}\n"
-        assert not server._alive(pid)
+        assert not embedded.launcher._alive(pid)
         gone = sh("server", "status", "--data-dir", str(data))
         assert gone.returncode == 3 and "no server running" in gone.stdout
         assert "no server running" in ok("server", "stop", "--data-dir", str(data))
     finally:
-        if pid and server._alive(pid):
+        if pid and embedded.launcher._alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 

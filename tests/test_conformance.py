@@ -4,7 +4,9 @@ DESIGN.md requires that the table, the Lua scripts and the storage methods are t
 set, and that every (state, transition) pair is tried against a real server: a legal
 source moves the job to one of the transition's targets (and into exactly that state's
 index); any other state is refused with a typed error, or is a no-op for the queue-wide
-verbs, and leaves the job untouched.
+verbs, and leaves the job untouched. Every event and refusal seen on the way must be one
+the script's header declares (its ``Errors:`` and ``Events:`` lines; test_lua_includes.py
+checks the headers against the code).
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-import shunter.scripts
+import shunter.storage.scripts
 from shunter import states
 from shunter.errors import ErrorCode, JobNotFound, JobNotInState, LeaseLost
 from shunter.producer import build_spec
-from shunter.scripts import SCRIPTS
 from shunter.states import TRANSITIONS, State
 from shunter.storage import JobSpec, Storage
+from shunter.storage.scripts import SCRIPTS
 
 from .conftest import eventually
+
+pytestmark = pytest.mark.redis
 
 #: Every state a job can be in, ``None`` being "no such job".
 ALL_STATES: tuple[State | None, ...] = (None, *State)
@@ -45,7 +49,7 @@ EXPECTED_TARGET: dict[tuple[State | None, str], State] = {
     (State.WAITING, "cancel"): State.CANCELLED,
     (State.SCHEDULED, "cancel"): State.CANCELLED,
 }
-LUA_DIR = Path(shunter.scripts.__file__).parent / "lua"
+LUA_DIR = Path(shunter.storage.scripts.__file__).parent / "lua"
 LONG_LEASE_MS = 60_000
 JOB = "job-1"
 
@@ -91,12 +95,31 @@ def test_table_entries_are_well_formed() -> None:
 
 @pytest.mark.parametrize("name", [*TRANSITIONS, *states.FENCED_WRITES])
 def test_fenced_flag_matches_the_script(name: str) -> None:
-    # The prelude defines check_lease for every script; only the body may call it.
+    # A script carries check_lease only when it includes it, and only its body calls it.
     body = (LUA_DIR / f"{name}.lua").read_text()
     assert SCRIPTS[name].source.endswith(body)
     fenced = name in states.FENCED_WRITES or TRANSITIONS[name].fenced
-    calls = "check_lease(" in body or "check_lease_with(" in body
+    calls = "check_lease(" in body
     assert calls == fenced
+    assert ("check_lease" in SCRIPTS[name].helpers) == fenced
+
+
+#: The error code behind each exception Storage raises for a refused transition.
+CODE_OF: dict[type[Exception], ErrorCode] = {
+    JobNotFound: ErrorCode.JOB_NOT_FOUND, JobNotInState: ErrorCode.NOT_IN_STATE,
+    LeaseLost: ErrorCode.TOKEN_MISMATCH,
+}
+
+
+def assert_declared(name: str, *, code: ErrorCode | type[Exception] | None = None,
+                    event: bytes | None = None) -> None:
+    """What a script was seen to do is in its header's contract (its Errors:/Events: lines)."""
+    script = SCRIPTS[name]
+    if code is not None:
+        code = code if isinstance(code, ErrorCode) else CODE_OF[code]
+        assert code in script.errors, f"{name} returned {code.name}; its header does not say so"
+    if event is not None:
+        assert event.decode() in script.events, f"{name} appended {event!r}; its header does not say so"
 
 
 # -- driving a job into a state with storage methods only -------------------------------
@@ -222,6 +245,7 @@ async def test_state_transition_pair(storage: Storage, client: redis.asyncio.Red
             assert event[b"event"] == name.encode()
             assert event[b"job"] == JOB.encode()
             assert event[b"state"] == after_state.value.encode()
+            assert_declared(name, event=event[b"event"])
         return
 
     if name in QUEUE_WIDE:
@@ -235,9 +259,12 @@ async def test_state_transition_pair(storage: Storage, client: redis.asyncio.Red
     elif name == "renew":
         expected = ErrorCode.JOB_NOT_FOUND if state is None else ErrorCode.NOT_IN_STATE
         assert await invoke(storage, name, token) == [expected]
+        assert_declared(name, code=expected)
     else:
-        with pytest.raises(JobNotFound if state is None else JobNotInState):
+        refused = JobNotFound if state is None else JobNotInState
+        with pytest.raises(refused):
             await invoke(storage, name, token)
+        assert_declared(name, code=refused)
     assert await snapshot(storage, client) == before
     assert await client.xlen(storage.keys.events) == events_before
 
@@ -277,6 +304,7 @@ async def test_wrong_token_is_refused(storage: Storage, client: redis.asyncio.Re
     else:
         with pytest.raises(LeaseLost):
             await invoke(storage, name, wrong)
+    assert_declared(name, code=ErrorCode.TOKEN_MISMATCH)
     assert await snapshot(storage, client) == before
     assert await client.xlen(storage.keys.events) == events_before
 
@@ -289,8 +317,10 @@ async def test_fenced_write_in_every_state(storage: Storage, client: redis.async
     before = await snapshot(storage, client)
     events_before = await client.xlen(storage.keys.events)
     if state is not State.ACTIVE:
-        with pytest.raises(JobNotFound if state is None else JobNotInState):
+        refused = JobNotFound if state is None else JobNotInState
+        with pytest.raises(refused):
             await invoke(storage, name, token)
+        assert_declared(name, code=refused)
         assert await snapshot(storage, client) == before
         assert await client.xlen(storage.keys.events) == events_before
         return
@@ -303,6 +333,7 @@ async def test_fenced_write_in_every_state(storage: Storage, client: redis.async
         assert await client.xlen(storage.keys.events) == events_before + 1
         event = await last_event(storage, client)
         assert (event[b"event"], event[b"state"]) == (b"progress", b"active")
+        assert_declared(name, event=event[b"event"])
     else:
         assert after["logs"] == [b"a line"]
         assert await client.xlen(storage.keys.events) == events_before

@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
-from shunter import server
+from shunter.embedded import launcher as server
 
 from .conftest import REDIS_URL
+
+pytestmark = pytest.mark.redis
 
 SHUNTER = str(Path(sys.executable).parent / "shunter")
 SUMMARY = re.compile(r"^summary: processed (\d+), retried (\d+), dead-lettered (\d+), "

@@ -14,6 +14,8 @@ import redis
 
 from .conftest import REDIS_URL
 
+pytestmark = pytest.mark.redis
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 #: example file -> a line (regex) its output must contain
@@ -23,6 +25,7 @@ EXPECTED = {
     "cancellation.py": r"summary: cancelled=5 completed=1",
     "sync_producer.py": r"slow job after shutdown: completed",
     "events.py": r"summary: cancel=1, claim=5, complete=3, drain=1, enqueue=6, fail=1",
+    "hooks.py": r"outcomes: \{'completed': 6, 'retried': 1\}|outcomes: \{'retried': 1, 'completed': 6\}",
 }
 
 

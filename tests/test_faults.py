@@ -32,7 +32,7 @@ from shunter.storage import Storage
 
 from .conftest import eventually
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
 
 
 def failed(reports: list[Report]) -> list[str]:

@@ -24,6 +24,8 @@ from shunter.storage import Storage
 from .conftest import REDIS_URL, eventually
 from .worker_support import ThreadWorker, events, settled
 
+pytestmark = pytest.mark.redis
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 

@@ -30,6 +30,8 @@ from .conftest import eventually
 from .paused_worker_main import LEASE
 from .worker_support import events, settled
 
+pytestmark = pytest.mark.redis
+
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER_SECONDS = 4.0  #: how long each attempt's handler runs unless interrupted
 PAUSE = 2.0  #: how long the worker process stays stopped (twice its lease)

@@ -18,7 +18,7 @@ from redis.retry import Retry
 from faults.proxy import Fault, Proxy
 from faults.redis_server import RedisServer
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
 INCR = "return redis.call('INCR', KEYS[1])"
 

@@ -25,11 +25,14 @@ from shunter import (
     UnrecoverableError,
     WrongKeyType,
 )
-from shunter.keys import QueueKeys
 from shunter.producer import build_spec
-from shunter.storage import ENQUEUE_CHUNK, Enqueued, Storage, enqueue_replies
+from shunter.storage import ENQUEUE_CHUNK, Enqueued, Storage
+from shunter.storage.calls import enqueue_many, enqueue_replies
+from shunter.storage.keys import QueueKeys
 
 from .conftest import REDIS_URL, burst, eventually
+
+pytestmark = pytest.mark.redis
 
 
 async def server_ms(client: redis.asyncio.Redis) -> int:
@@ -184,10 +187,11 @@ def test_a_chunk_refused_whole_fails_only_its_jobs() -> None:
     specs = [build_spec("t", job_id=f"j{i}", max_payload_bytes=1024) for i in range(ENQUEUE_CHUNK + 1)]
     oom = redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
     keys = QueueKeys("q")
-    results = enqueue_replies(keys, specs, [[1, *[[1, b"waiting"]] * ENQUEUE_CHUNK], oom])
+    calls = enqueue_many(keys, specs, 1000)
+    results = enqueue_replies(calls, [[1, *[[1, b"waiting"]] * ENQUEUE_CHUNK], oom])
     assert all(isinstance(r, Enqueued) for r in results[:ENQUEUE_CHUNK]) and results[-1] is oom
     with pytest.raises(redis.exceptions.ResponseError):  # nothing stored: the error as it is
-        enqueue_replies(keys, specs, [oom, oom])
+        enqueue_replies(calls, [oom, oom])
 
 
 async def test_a_foreign_queue_key_refuses_the_whole_call(queue: Queue,

@@ -25,6 +25,8 @@ from shunter import (
 
 from .conftest import burst, eventually
 
+pytestmark = pytest.mark.redis
+
 
 async def keys_of(client: redis.asyncio.Redis, queue: Queue) -> list[bytes]:
     return sorted([k async for k in client.scan_iter(match=queue.storage.keys.prefix + "*")])
@@ -146,7 +148,7 @@ async def test_obliterate_leaves_no_keys(queue: Queue, client: redis.asyncio.Red
     await queue.cancel("to-cancel")
     await queue.add_bulk([{"task": "t"}] * 2500)  # more than one obliterate batch
     await queue.pause()
-    await queue.storage.heartbeat("a-worker-that-died", b"{}", 60_000)  # never forgotten
+    await queue.storage.heartbeats.beat("a-worker-that-died", b"{}", 60_000)  # never forgotten
     assert any(b":logs:" in k for k in await keys_of(client, queue))
     assert any(b":worker:" in k for k in await keys_of(client, queue))
     assert await queue.obliterate() == 30 + 1 + 1 + 2500
@@ -157,7 +159,7 @@ async def test_obliterate_leaves_no_keys(queue: Queue, client: redis.asyncio.Red
 async def test_heartbeat_index_forgets_long_dead_workers(queue: Queue,
                                                         client: redis.asyncio.Redis) -> None:
     await client.zadd(queue.storage.keys.workers, {"died-long-ago": 1})
-    await queue.storage.heartbeat("alive", b"{}", 5_000)
+    await queue.storage.heartbeats.beat("alive", b"{}", 5_000)
     members = await client.zrange(queue.storage.keys.workers, 0, -1)
     assert members == [b"alive"]
 

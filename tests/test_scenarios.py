@@ -13,9 +13,11 @@ from types import ModuleType
 import pytest
 
 from shunter import Queue
-from shunter.demo import load_scenario
+from shunter.cli.demo import load_scenario
 
 from .conftest import REDIS_URL
+
+pytestmark = pytest.mark.redis
 
 
 @pytest.fixture

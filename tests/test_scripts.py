@@ -18,10 +18,12 @@ import redis.asyncio
 from shunter.errors import ErrorCode, JobNotInState, LeaseLost, ShunterError, WrongKeyType
 from shunter.options import Retention
 from shunter.producer import build_spec
-from shunter.scripts import CLAIM_FIELDS
 from shunter.storage import Enqueued, JobSpec, Storage
+from shunter.storage.scripts import CLAIM_FIELDS
 
 from .conftest import eventually
+
+pytestmark = pytest.mark.redis
 
 LEASE = 60_000
 BAND = 1 << 40  # waiting score = (1000 - priority) * BAND + sequence
@@ -661,3 +663,39 @@ async def test_rescue_fails_an_active_id_whose_key_is_not_a_hash(
     assert (await fields(client, storage, "bad"))["state"] == "failed"
     assert await zmembers(client, storage.keys.failed) == ["bad"]
     assert await zmembers(client, storage.keys.active) == []
+
+
+# -- every settle records which attempt settled the job -------------------------------------
+
+@pytest.mark.parametrize("verb", ["complete", "retry", "retry-later", "fail", "abort", "release",
+                                  "retry-cancelled", "release-cancelled"])
+async def test_a_settle_records_the_token_that_settled_it(storage: Storage,
+                                                          client: redis.asyncio.Redis,
+                                                          verb: str) -> None:
+    await storage.enqueue(spec("a"))
+    _, first = await claim_one(storage)
+    await storage.release("a", first)  # the first attempt settled (handed back) ...
+    assert (await fields(client, storage, "a"))["settled_token"] == str(first)
+    _, token = await claim_one(storage)  # ... and the second settles with its own token
+    if verb.endswith("-cancelled") or verb == "abort":
+        await storage.cancel("a", "u", "r")
+    settle = {
+        "complete": lambda: storage.complete("a", token, b"1"),
+        "retry": lambda: storage.retry("a", token, 0, ERR),
+        "retry-later": lambda: storage.retry("a", token, 60_000, ERR),
+        "fail": lambda: storage.fail("a", token, ERR),
+        "abort": lambda: storage.abort("a", token),
+        "release": lambda: storage.release("a", token),
+        "retry-cancelled": lambda: storage.retry("a", token, 0, ERR),
+        "release-cancelled": lambda: storage.release("a", token),
+    }
+    await settle[verb]()
+    assert (await fields(client, storage, "a"))["settled_token"] == str(token) == "2"
+
+
+async def test_a_rescue_records_no_settled_token(storage: Storage, client: redis.asyncio.Redis) -> None:
+    await storage.enqueue(spec("a"))
+    await claim_one(storage, lease_ms=1)
+    await expire(client, storage, "a")
+    assert await storage.rescue(max_stalls=5) == 1
+    assert "settled_token" not in await fields(client, storage, "a")

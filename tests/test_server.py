@@ -20,9 +20,12 @@ from typing import Any
 import pytest
 import redis
 
-from shunter import server
-from shunter.connection import resolve_url
-from shunter.server import ServerError
+from shunter.embedded import ServerError
+from shunter.embedded import launcher as server
+from shunter.storage.connection import resolve_url
+
+# These start servers of their own (the embedded launcher), not the session's.
+pytestmark = pytest.mark.redis
 
 PYTHON = sys.executable
 
@@ -113,7 +116,7 @@ def test_pidfile_naming_a_live_process_that_is_not_a_server_is_stale(data: Path)
 
 
 def test_racing_starts_share_one_server(data: Path) -> None:
-    code = ("import sys; from shunter import server; "
+    code = ("import sys; from shunter.embedded import launcher as server; "
             "print(server.start(sys.argv[1]).pid, flush=True)")
     procs = [subprocess.Popen([PYTHON, "-c", code, str(data)], stdout=subprocess.PIPE, text=True)
              for _ in range(4)]
@@ -134,7 +137,7 @@ def test_racing_starts_share_one_server(data: Path) -> None:
 
 OWNER = """
 import sys, time
-from shunter import server
+from shunter.embedded import launcher as server
 info = server.start(sys.argv[1], owned=True)
 print(info.pid, flush=True)
 time.sleep(120)
@@ -159,7 +162,7 @@ def test_owned_server_dies_with_its_owner_on_kill_9(data: Path) -> None:
 
 
 def test_owned_server_stops_when_its_owner_exits_normally(data: Path) -> None:
-    code = ("import sys; from shunter import server; "
+    code = ("import sys; from shunter.embedded import launcher as server; "
             "print(server.start(sys.argv[1], owned=True).pid, flush=True)")
     proc = subprocess.run([PYTHON, "-c", code, str(data)], capture_output=True, text=True, timeout=30)
     pid = int(proc.stdout.strip())

@@ -1,8 +1,12 @@
 """The shortest end-to-end path: enqueue, run, read the result."""
 
+import pytest
+
 from shunter import Job, Queue, Worker
 
 from .conftest import REDIS_URL
+
+pytestmark = pytest.mark.redis
 
 
 async def test_enqueue_and_process(queue: Queue) -> None:

@@ -38,6 +38,8 @@ from shunter import sync as shunter_sync
 
 from .conftest import REDIS_URL
 
+pytestmark = pytest.mark.redis
+
 
 async def _obliterate(name: str) -> None:
     async with Queue(name, REDIS_URL) as q:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from shunter import Job, Queue, State
-from shunter.threads import HandlerThreads
+from shunter.worker.threads import HandlerThreads
 
 from .conftest import eventually
 from .worker_support import settled
@@ -58,6 +58,7 @@ def test_an_abandoned_handler_gets_a_thread_added_until_it_returns() -> None:
     threads.shutdown()
 
 
+@pytest.mark.redis
 async def test_a_sync_timeout_runs_from_when_its_thread_starts(queue: Queue,
                                                                start_worker: Any) -> None:
     """The worker's only thread is busy for 0.6 s; a job with a 0.4 s timeout that takes
@@ -77,6 +78,7 @@ async def test_a_sync_timeout_runs_from_when_its_thread_starts(queue: Queue,
     assert done.result == "done"
 
 
+@pytest.mark.redis
 async def test_an_attempt_interrupted_while_queued_never_starts(queue: Queue,
                                                                 start_worker: Any) -> None:
     started: list[str] = []
@@ -103,6 +105,7 @@ async def test_an_attempt_interrupted_while_queued_never_starts(queue: Queue,
     assert started == [later.id]
 
 
+@pytest.mark.redis
 async def test_abandoned_handlers_never_starve_new_sync_jobs(queue: Queue,
                                                              start_worker: Any) -> None:
     """Eight handlers that ignore job.cancelled are abandoned on a worker of concurrency

@@ -22,6 +22,8 @@ from shunter.outcome import MAX_ERROR_MESSAGE, MAX_TRACEBACK
 from .conftest import REDIS_URL, eventually
 from .worker_support import events, settled
 
+pytestmark = pytest.mark.redis
+
 NO_WAIT = Backoff.fixed(0)
 
 

@@ -15,6 +15,8 @@ from shunter import Backoff, Job, JobNotInState, Queue, State, Task
 from .conftest import eventually
 from .worker_support import counter, events, settled
 
+pytestmark = pytest.mark.redis
+
 # -- timeouts --------------------------------------------------------------------------------
 
 async def test_timed_out_async_job_is_a_retryable_failure(queue: Queue, start_worker: Any) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from shunter import Backoff, Decision, Job, Queue, RetryAfter, State, Task, UnrecoverableError
 from shunter.storage import Storage
 
 from .conftest import eventually
 from .worker_support import counter, events, ms, settled
+
+pytestmark = pytest.mark.redis
 
 #: How late a retried job may be claimed after its due time (the worker sleeps until the
 #: next due time, then claims; the margin covers the round trips on a busy machine).

@@ -32,7 +32,7 @@ async def events(storage: Storage, job_id: str | None = None,
     Each dict has ``event``, ``job``, ``state``, extras, and ``ms`` (server time)."""
     out: list[dict[str, str]] = []
     cursor = "0"
-    while batch := await storage.read_events(cursor, None, 1000):
+    while batch := await storage.events.read(cursor, None, 1000):
         for eid, raw in batch:
             cursor = eid
             fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}

@@ -40,6 +40,8 @@ class ErrorCode(IntEnum):
     #: A key shunter writes holds another Redis type (foreign data, e.g. a ``SET`` on a
     #: job key); nothing was written to it.
     WRONG_TYPE = -5
+    #: A job's data is over the queue's stored ``max_payload_bytes`` (``Queue.configure``).
+    PAYLOAD_TOO_LARGE = -6
 
 
 class ShunterError(Exception):

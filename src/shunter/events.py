@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import codec
-from .connection import RedisLike, async_client
 from .storage import Storage
+from .storage.connection import RedisLike, async_client
 
 __all__ = ["Event", "QueueEvents", "progress_of"]
 
@@ -16,8 +16,17 @@ __all__ = ["Event", "QueueEvents", "progress_of"]
 @dataclass(frozen=True, slots=True)
 class Event:
     """One transition: ``name`` is the verb (enqueue, claim, complete, retry, ...), ``state``
-    the job's state after it; ``fields`` holds extras such as ``token``, ``delay_ms`` or
-    ``progress``. ``id`` is the stream id, whose order is the order of the transitions."""
+    the job's state after it. ``id`` is the stream id, whose order is the order of the
+    transitions.
+
+    ``fields`` holds the rest, as strings (docs/lifecycle.md, "Events", has the table):
+    ``seq`` on every event, the queue's event number (1, 2, 3 ... with no gaps: a jump
+    says exactly how many events the capped stream dropped); on the events of an attempt
+    (claim, progress, complete, retry, fail, abort, release, rescue) its ``token``,
+    ``attempt`` number and ``worker``; on failures ``error_type`` and ``error_message``
+    (at most 1,000 bytes; the whole error stays on the job); on cancellations ``by`` and
+    ``reason``; and ``delay_ms`` (retry), ``stalls`` (rescue), ``progress`` or
+    ``progress_bytes`` (progress), ``count`` (drain, clean)."""
 
     id: str
     name: str
@@ -52,9 +61,9 @@ class QueueEvents:
 
     async def _follow(self) -> AsyncIterator[Event]:
         if self.cursor == "$":
-            self.cursor = await self._storage.last_event_id()
+            self.cursor = await self._storage.events.last_id()
         while True:
-            for eid, raw in await self._storage.read_events(self.cursor, block_ms=0):
+            for eid, raw in await self._storage.events.read(self.cursor, block_ms=0):
                 self.cursor = eid
                 fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
                 yield Event(eid, fields.pop("event", ""), fields.pop("job", ""),

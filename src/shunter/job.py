@@ -211,7 +211,7 @@ class Job:
         event stream, so it wakes as soon as the job finishes, without polling.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        cursor = await self._storage.last_event_id()
+        cursor = await self._storage.events.last_id()
         while True:
             await self.refresh()
             if self.finished:
@@ -221,7 +221,7 @@ class Job:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"job {self.id!r} still {self.state} after {timeout}s")
-            cursor = await self._storage.wait_for_event(self.id, cursor, remaining)
+            cursor = await self._storage.events.wait_for_job(self.id, cursor, remaining)
 
     async def logs(self, start: int = 0, end: int = -1) -> list[str]:
         """The job's log lines (oldest first)."""

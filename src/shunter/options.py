@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from .errors import InvalidInput
 
-__all__ = ["DEFAULT_KEEP_COMPLETED", "DEFAULT_KEEP_FAILED", "Backoff", "Retention"]
+__all__ = ["DEFAULT_BACKOFF", "DEFAULT_KEEP_COMPLETED", "DEFAULT_KEEP_FAILED", "Backoff", "Retention"]
 
 _MAX_DELAY = 366 * 86400.0
 
@@ -144,3 +144,7 @@ class Retention:
 DEFAULT_KEEP_COMPLETED = Retention(count=1000, age=86400.0)
 #: Default retention of failed and cancelled jobs (the dead-letter set): 10,000 for 7 days.
 DEFAULT_KEEP_FAILED = Retention(count=10_000, age=7 * 86400.0)
+
+#: Backoff when neither the job nor the worker's task says otherwise: 5 s, 10 s, 20 s ...
+#: capped at an hour, each ±50 % jitter.
+DEFAULT_BACKOFF = Backoff.exponential(5, jitter=0.5)

@@ -18,7 +18,7 @@ from typing import Any, cast
 from . import codec
 from .errors import BulkAddError, InvalidInput
 from .job import Job
-from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
+from .options import DEFAULT_BACKOFF, DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .storage import Enqueued, JobSpec, Storage
 
 __all__ = ["ADD_OPTIONS", "DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "added_job", "added_jobs",
@@ -26,8 +26,6 @@ __all__ = ["ADD_OPTIONS", "DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "added_job", "a
 
 #: Attempts when ``add`` is not told otherwise.
 DEFAULT_ATTEMPTS = 3
-#: Backoff when neither the job nor the worker's task says otherwise.
-DEFAULT_BACKOFF = Backoff.exponential(5, jitter=0.5)
 
 MAX_ATTEMPTS = 1000
 MAX_PRIORITY = 1000

@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from . import codec
-from .connection import RedisLike, async_client
 from .errors import InvalidInput
 from .job import Job
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .producer import DEFAULT_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
 from .states import State
 from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, Counts, Storage, validate_limits
+from .storage.connection import RedisLike, async_client
 
 __all__ = ["Queue"]
 
@@ -24,7 +24,7 @@ class Queue:
     """A named queue on a Redis or Valkey server.
 
     ``redis`` is a URL, a ``redis.asyncio.Redis`` client (used as is, not closed by us), or
-    None for ``$SHUNTER_REDIS_URL``, else the embedded server (:mod:`shunter.server`). Payloads,
+    None for ``$SHUNTER_REDIS_URL``, else the embedded server (:mod:`shunter.embedded`). Payloads,
     results and progress values are capped at ``max_payload_bytes`` of JSON; the event
     stream is capped near ``max_events`` entries (100 to 10,000,000; ``max_payload_bytes``
     1 KiB to 64 MiB; the same rule as :class:`~shunter.Worker`).
@@ -38,6 +38,33 @@ class Queue:
         self._client, self._owned = async_client(redis)
         self.storage = Storage(self._client, name, max_events=max_events,
                                max_payload_bytes=max_payload_bytes)
+        #: The queue's stored caps (``configure``) are read before the first add.
+        self._settings_read = False
+
+    async def _settings(self) -> None:
+        if not self._settings_read:
+            await self.storage.load_settings()
+            self._settings_read = True
+
+    async def configure(self, *, max_events: int | None = None,
+                        max_payload_bytes: int | None = None) -> dict[str, int | None]:
+        """Store queue-wide caps on the server, so that every producer and worker of the
+        queue uses the same ones whatever it was started with: ``max_events`` (the event
+        stream's cap, applied by every script) and ``max_payload_bytes`` (checked by the
+        enqueue script, and by producers and workers, which read it before their first add
+        or at start). ``None`` leaves a setting as it is. Returns what is stored now."""
+        checked = validate_limits(DEFAULT_MAX_EVENTS if max_events is None else max_events,
+                                  DEFAULT_MAX_PAYLOAD if max_payload_bytes is None else max_payload_bytes)
+        stored = await self.storage.configure(None if max_events is None else checked[0],
+                                              None if max_payload_bytes is None else checked[1])
+        self._settings_read = True
+        return stored
+
+    async def settings(self) -> dict[str, int | None]:
+        """The queue's stored caps (``None`` where it stores none: each client's own apply)."""
+        stored = await self.storage.load_settings()
+        self._settings_read = True
+        return stored
 
     async def __aenter__(self) -> Queue:
         return self
@@ -75,6 +102,7 @@ class Queue:
         :class:`~shunter.errors.WrongKeyType` when the job's key holds foreign data (a
         value that is not a job hash; nothing is written).
         """
+        await self._settings()
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
                           attempts=attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed,
@@ -92,6 +120,7 @@ class Queue:
         then :class:`~shunter.errors.BulkAddError` is raised, naming the jobs that were
         not added (``errors``) and carrying every job (``jobs``, None where not added).
         """
+        await self._settings()
         specs = [spec_from_mapping(e, self.storage.max_payload_bytes) for e in entries]
         if len(specs) > MAX_BULK:
             raise InvalidInput(f"add_bulk takes at most {MAX_BULK} jobs per call, got {len(specs)}")

@@ -94,4 +94,4 @@ del S
 FENCED_WRITES = ("progress", "log")
 
 #: Operations on a whole queue; each is one script as well.
-QUEUE_OPERATIONS = ("pause", "resume", "drain", "clean", "obliterate")
+QUEUE_OPERATIONS = ("pause", "resume", "drain", "clean", "obliterate", "configure")

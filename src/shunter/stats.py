@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio
-from redis.exceptions import ResponseError
 
 from . import codec
 from .errors import DecodeError
 from .storage import MAX_EVENTS_RANGE, Counts, Storage
+from .storage.server import discover_queues, server_time_ms
 
 __all__ = ["QueueStats", "discover_queues", "queue_stats"]
 
-_SUFFIXES = ("meta", "events", "workers")
 #: Most stream entries read per queue to count throughput (the stream is capped anyway).
 MAX_EVENTS_READ = 10_000
 
@@ -57,60 +56,37 @@ class QueueStats:
                 "jobs_per_second": round(self.per_second, 3)}
 
 
-async def discover_queues(client: redis.asyncio.Redis) -> list[str]:
-    """Names of the queues that have keys on this server (sorted)."""
-    raw: Any = client
-    names: set[str] = set()
-    for suffix in _SUFFIXES:
-        async for key in raw.scan_iter(match=f"shunter:{{*}}:{suffix}", count=1000):
-            text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-            inner = text[len("shunter:{"):-(len(suffix) + 2)]
-            try:
-                names.add(codec.validate_queue_name(inner))
-            except ValueError:
-                continue  # not one of ours
-    return sorted(names)
-
-
 def _ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
 
 
-async def _trimmed(raw: Any, key: str) -> int | None:
+async def _trimmed(storage: Storage) -> int | None:
     """The time (unix ms) from which the stream holds every event, if the cap has trimmed
     older ones away; None if it holds all it was ever given (or does not exist)."""
-    try:
-        info = await raw.xinfo_stream(key)
-    except ResponseError:  # no such key
+    info = await storage.events.info()
+    if info is None:
         return None
-    first = info.get("first-entry")
-    if not first:
-        return None
-    added = info.get("entries-added")
+    first, length, added = info
     # entries-added is Redis 7 / Valkey; on 6.2 a stream of at least the smallest cap a
     # queue may have is taken as trimmed
-    trimmed = (int(added) > int(info["length"]) if added is not None
-               else int(info["length"]) >= MAX_EVENTS_RANGE[0])
-    return _ms(first[0]) if trimmed else None
+    trimmed = added > length if added is not None else length >= MAX_EVENTS_RANGE[0]
+    return _ms(first) if trimmed else None
 
 
 async def _recent_events(storage: Storage, window_ms: int) -> tuple[dict[str, int], int]:
     """Events per name in the last ``window_ms``, and the ms they cover: the window, or
     less when the stream was trimmed inside it, or when it holds more events than
     :data:`MAX_EVENTS_READ` (the newest are read)."""
-    raw: Any = storage.client
-    sec, usec = await raw.time()
-    now = int(sec) * 1000 + int(usec) // 1000
+    now = await server_time_ms(storage.client)
     start = now - window_ms
-    entries = await raw.xrevrange(storage.keys.events, max="+", min=f"{start}-0",
-                                  count=MAX_EVENTS_READ)
+    entries = await storage.events.newest(start, MAX_EVENTS_READ)
     tally: dict[str, int] = {}
     for _eid, fields in entries:
         name = fields.get(b"event", b"").decode()
         tally[name] = tally.get(name, 0) + 1
     covered_from = start
     if entries:
-        holds_from = await _trimmed(raw, storage.keys.events)
+        holds_from = await _trimmed(storage)
         if holds_from is not None:
             covered_from = max(covered_from, holds_from)
         if len(entries) >= MAX_EVENTS_READ:
@@ -122,7 +98,7 @@ async def queue_stats(client: redis.asyncio.Redis, name: str, *, window: float =
     """Counts per state, live workers (heartbeats) and recent throughput of one queue."""
     storage = Storage(client, name)
     workers = []
-    for beat in await storage.workers():
+    for beat in await storage.heartbeats.alive():
         try:
             info = codec.loads(beat, "heartbeat")
         except DecodeError:

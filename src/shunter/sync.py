@@ -20,35 +20,23 @@ from typing import Any
 
 import redis as redis_lib
 from redis import asyncio as redis_asyncio
-from redis.exceptions import NoScriptError
 
 from . import codec
-from .connection import async_twin, resolve_url
-from .errors import InvalidInput, JobNotFound, WrongKeyType
+from .errors import InvalidInput
 from .job import Job, JobFailed
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .producer import DEFAULT_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
 from .queue import MAX_BULK
-from .scripts import SCRIPTS
 from .states import State
 from .storage import (
-    COUNTED,
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_PAYLOAD,
-    Call,
+    BlockingStorage,
     Counts,
-    Enqueued,
-    JobSpec,
     Storage,
-    cancel_call,
-    chunks,
-    enqueue_call,
-    enqueue_replies,
-    enqueue_result,
-    index_key,
-    raise_for,
     validate_limits,
 )
+from .storage.connection import async_twin, resolve_url
 
 __all__ = ["Queue"]
 
@@ -86,8 +74,20 @@ class Queue:
         self._jobs_storage = Storage(twin, name, max_events=max_events,
                                      max_payload_bytes=max_payload_bytes)
         self.keys = self._jobs_storage.keys
+        self._storage = BlockingStorage(self._client, name, max_events=max_events)
         self.max_events = max_events
         self.max_payload_bytes = max_payload_bytes
+        self._settings_read = False
+
+    def _settings(self) -> None:
+        """Adopt the queue's stored caps (``shunter.Queue.configure``) before the first add."""
+        if not self._settings_read:
+            stored = self._storage.load_settings()
+            self.max_events = self._storage.max_events
+            if stored["max_payload_bytes"] is not None:
+                self.max_payload_bytes = stored["max_payload_bytes"]
+            self._jobs_storage.adopt(stored)
+            self._settings_read = True
 
     def close(self) -> None:
         """Close the connections this queue opened (a client passed in is left open). The
@@ -109,53 +109,29 @@ class Queue:
             keep_failed: Retention | int = DEFAULT_KEEP_FAILED) -> Job:
         """Enqueue one job; the options, the job returned and the errors are those of
         :meth:`shunter.Queue.add`."""
+        self._settings()
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
                           attempts=attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed,
                           max_payload_bytes=self.max_payload_bytes)
-        (result,) = enqueue_result(self.keys, [spec], SCRIPTS["enqueue"].run_sync(
-            self._client, *enqueue_call(self.keys, [spec], self.max_events)))
-        if isinstance(result, WrongKeyType):
-            raise result
-        return added_job(self._jobs_storage, spec, result)
+        return added_job(self._jobs_storage, spec, self._storage.enqueue(spec))
 
     def add_bulk(self, entries: Iterable[Mapping[str, Any]]) -> list[Job]:
         """Enqueue many jobs in one pipelined round trip (all validated first); the jobs
         returned and the errors (:class:`~shunter.errors.BulkAddError` when some jobs were
         not added and the others were) are those of :meth:`shunter.Queue.add_bulk`."""
+        self._settings()
         specs = [spec_from_mapping(e, self.max_payload_bytes) for e in entries]
         if len(specs) > MAX_BULK:
             raise InvalidInput(f"add_bulk takes at most {MAX_BULK} jobs per call, got {len(specs)}")
         if not specs:
             return []
-        return added_jobs(self._jobs_storage, specs, self._enqueue_many(specs))
-
-    def _enqueue_many(self, specs: list[JobSpec]) -> list[Enqueued | Exception]:
-        """:meth:`shunter.storage.Storage.enqueue_many` over the blocking client."""
-        script = SCRIPTS["enqueue"]
-        calls = [enqueue_call(self.keys, chunk, self.max_events) for chunk in chunks(specs)]
-
-        def send(batch: list[Call]) -> list[Any]:
-            with self._client.pipeline(transaction=False) as pipe:
-                for keys, args in batch:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                return list(pipe.execute(raise_on_error=False))
-
-        replies = send(calls)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            self._client.script_load(script.source)
-            for i, reply in zip(missing, send([calls[i] for i in missing]), strict=True):
-                replies[i] = reply
-        return enqueue_replies(self.keys, specs, replies)
+        return added_jobs(self._jobs_storage, specs, self._storage.enqueue_many(specs))
 
     def get_job(self, job_id: str) -> Job:
         """A snapshot of the job; raises :class:`~shunter.errors.JobNotFound`."""
         codec.validate_job_id(job_id)
-        fields: Any = self._client.hgetall(self.keys.job(job_id))
-        if not fields:
-            raise JobNotFound(self.name, job_id)
-        return Job(self._jobs_storage, job_id)._load(fields)
+        return Job(self._jobs_storage, job_id)._load(self._storage.job_fields(job_id))
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.05) -> Any:
         """Block until the job finishes; return its result (raises :class:`JobFailed` or
@@ -173,21 +149,9 @@ class Queue:
 
     def counts(self) -> Counts:
         """Jobs per state, plus ``paused``."""
-        with self._client.pipeline(transaction=False) as pipe:
-            for state in COUNTED:
-                pipe.zcard(index_key(self.keys, state))
-            pipe.hexists(self.keys.meta, "paused")
-            replies = pipe.execute()
-        counts = {state.value: int(n) for state, n in zip(COUNTED, replies, strict=False)}
-        counts["paused"] = int(bool(replies[-1]))
-        return counts
+        return self._storage.counts()
 
     def cancel(self, job_id: str, *, by: str = "", reason: str = "") -> bool:
         """As :meth:`shunter.Queue.cancel`."""
         codec.validate_job_id(job_id)
-        reply = int(SCRIPTS["cancel"].run_sync(
-            self._client, *cancel_call(self.keys, job_id, str(by)[:200], str(reason)[:1000],
-                                       self.max_events)))
-        if reply < 0:
-            raise_for(reply, self.keys, job_id, "cancel")
-        return reply == 1
+        return self._storage.cancel(job_id, str(by)[:200], str(reason)[:1000])

@@ -16,8 +16,8 @@ import click
 import redis.exceptions
 from rich.console import Console
 
-from ..connection import resolve_url
 from ..errors import InvalidInput, JobNotFound, ShunterError
+from ..storage.connection import resolve_url
 
 __all__ = [
     "ExitCode", "console", "duration", "fail", "json_value", "redis_option", "report_error",

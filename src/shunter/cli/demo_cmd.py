@@ -20,6 +20,6 @@ def demo(speed: float, redis_url: str | None) -> int:
 
     With --redis URL it runs on that server instead, on fresh queues it deletes afterwards.
     """
-    from ..demo import run_demo  # imports rich's live machinery only when needed
+    from .demo import run_demo  # imports rich's live machinery only when needed
 
     return run_demo(console, speed=speed, redis_url=redis_url)

@@ -11,7 +11,7 @@ import orjson
 import redis
 from rich.table import Table
 
-from .. import server as launcher
+from .. import embedded as launcher
 from .common import ExitCode, console, redis_option, resolve
 
 __all__ = ["server"]

@@ -15,9 +15,9 @@ from typing import Any
 import click
 import redis.asyncio
 
-from ..supervisor import Supervisor
 from ..worker import Worker
 from .common import redis_option, resolve
+from .supervisor import Supervisor
 
 __all__ = ["build_workers", "load_target", "worker"]
 

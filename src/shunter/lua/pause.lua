@@ -1,8 +1,0 @@
---[[ pause: workers stop claiming from this queue (jobs already active run on).
-KEYS[1] meta   KEYS[2] events
-ARGV[1] max length of the event stream
-Returns 1.
-]]
-redis.call('HSET', KEYS[1], 'paused', 1)
-emit(KEYS[2], ARGV[1], 'pause', '', '')
-return 1

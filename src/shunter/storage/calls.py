@@ -1,0 +1,254 @@
+"""Sans-IO call builders: for each script, its KEYS and ARGV and how to read its reply.
+
+Nothing here sends a command. :class:`~shunter.storage.aio.Storage` (asyncio) and
+:class:`~shunter.storage.blocking.BlockingStorage` (the lease thread, the sync producer)
+run the same :class:`Script` and :class:`Commands` values, so both sides send exactly the
+same commands and read the replies the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ..errors import (
+    ErrorCode,
+    JobNotFound,
+    JobNotInState,
+    LeaseLost,
+    PayloadTooLarge,
+    ShunterError,
+    WrongKeyType,
+)
+from ..states import State
+from .keys import QueueKeys
+from .model import COUNTED, ClaimResult, Counts, Enqueued, JobSpec
+from .scripts import CLAIM_FIELDS, Arg
+
+__all__ = [
+    "ENQUEUE_CHUNK", "Commands", "Script", "cancel", "chunks", "claim", "complete", "counts",
+    "enqueue", "enqueue_many", "enqueue_replies", "fenced", "raise_for", "renew",
+]
+
+T = TypeVar("T")
+
+
+def _identity(reply: Any) -> Any:
+    return reply
+
+
+@dataclass(frozen=True, slots=True)
+class Script(Generic[T]):
+    """One script call: which script, its KEYS and ARGV, and the reader of its reply."""
+
+    name: str
+    keys: list[str]
+    args: list[Arg]
+    parse: Callable[[Any], T] = _identity
+
+
+@dataclass(frozen=True, slots=True)
+class Commands(Generic[T]):
+    """Plain commands sent together in one pipeline, and the reader of their replies."""
+
+    commands: list[tuple[Arg, ...]]
+    parse: Callable[[list[Any]], T]
+
+
+def raise_for(code: int, keys: QueueKeys, job_id: str, transition: str) -> None:
+    """Turn a negative script reply into the matching exception."""
+    if code == ErrorCode.JOB_NOT_FOUND:
+        raise JobNotFound(keys.name, job_id)
+    if code == ErrorCode.NOT_IN_STATE:
+        raise JobNotInState(job_id, transition)
+    if code == ErrorCode.TOKEN_MISMATCH:
+        raise LeaseLost(job_id, transition)
+    if code == ErrorCode.QUEUE_BUSY:
+        raise ShunterError(f"queue {keys.name!r} has active jobs; pass force=True to {transition} anyway")
+    raise ShunterError(f"{transition} of {job_id!r} failed with code {code}")
+
+
+def fenced(name: str, k: QueueKeys, job_id: str, keys: list[str], args: list[Arg]) -> Script[int]:
+    """A script that answers one code: negative codes raise (see :func:`raise_for`)."""
+
+    def parse(reply: Any) -> int:
+        code = int(reply)
+        if code < 0:
+            raise_for(code, k, job_id, name)
+        return code
+
+    return Script(name, keys, args, parse)
+
+
+def pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+# -- enqueue ---------------------------------------------------------------------------------
+
+#: Jobs per enqueue script call: bounds how long one call holds the server (~2 ms).
+ENQUEUE_CHUNK = 200
+
+_CREATED = {b"waiting": State.WAITING, b"scheduled": State.SCHEDULED}
+
+
+def _state_of(fields: dict[bytes, bytes]) -> State | None:
+    try:
+        return State(fields[b"state"].decode())
+    except (KeyError, ValueError):
+        return None
+
+
+def chunks(specs: Sequence[JobSpec]) -> list[Sequence[JobSpec]]:
+    return [specs[i:i + ENQUEUE_CHUNK] for i in range(0, len(specs), ENQUEUE_CHUNK)]
+
+
+def enqueue(k: QueueKeys, specs: Sequence[JobSpec], maxev: int) -> Script[list[Enqueued | Exception]]:
+    """Create up to :data:`ENQUEUE_CHUNK` jobs: one result per spec, or the error of a job
+    that was not added: :class:`WrongKeyType` (its key holds foreign data) or
+    :class:`PayloadTooLarge` (over the queue's stored cap).
+    The reader raises :class:`WrongKeyType` when a queue key does (nothing was written)."""
+    args: list[Arg] = [k.prefix, maxev]
+    for spec in specs:
+        run_at = "" if spec.run_at_ms is None else spec.run_at_ms
+        args += (spec.job_id, spec.delay_ms, run_at, spec.priority, len(spec.fields), *spec.fields)
+
+    def parse(reply: list[Any]) -> list[Enqueued | Exception]:
+        if reply[0] == ErrorCode.WRONG_TYPE:
+            _code, key, found, expected = reply
+            raise WrongKeyType(k.name, key.decode(), found.decode(), expected.decode())
+        now = int(reply[0])
+        out: list[Enqueued | Exception] = []
+        for spec, entry in zip(specs, reply[1:], strict=True):
+            code = entry[0]
+            if code == 1:
+                out.append(Enqueued(True, _CREATED[entry[1]], now, entry[2] if len(entry) > 2 else None))
+            elif code == 0:
+                fields = pairs(entry[1])
+                out.append(Enqueued(False, _state_of(fields), now, None, fields))
+            elif code == ErrorCode.PAYLOAD_TOO_LARGE:  # over the queue's stored cap
+                out.append(PayloadTooLarge(
+                    f"job {spec.job_id!r}: payload is {int(entry[1]):,} bytes of JSON, over queue "
+                    f"{k.name!r}'s max_payload_bytes of {int(entry[2]):,} (Queue.configure)"))
+            else:  # ErrorCode.WRONG_TYPE: only this job was refused
+                out.append(WrongKeyType(k.name, k.job(spec.job_id), entry[1].decode(), "hash",
+                                        spec.job_id))
+        return out
+
+    return Script("enqueue", [k.waiting, k.scheduled, k.meta, k.events, k.marker], args, parse)
+
+
+def enqueue_many(k: QueueKeys, specs: Sequence[JobSpec],
+                 maxev: int) -> list[tuple[Script[list[Enqueued | Exception]], int]]:
+    """One enqueue call per :data:`ENQUEUE_CHUNK` jobs, each with its number of jobs."""
+    return [(enqueue(k, chunk, maxev), len(chunk)) for chunk in chunks(specs)]
+
+
+def enqueue_replies(calls: Sequence[tuple[Script[list[Enqueued | Exception]], int]],
+                    replies: Sequence[Any]) -> list[Enqueued | Exception]:
+    """Read the pipelined replies of :func:`enqueue_many`: one result or error per job.
+
+    A chunk refused as a whole (a queue key holding foreign data, out of memory) gives its
+    error to each of its jobs, since the other chunks were stored; when every chunk was
+    refused nothing was written, and the first error is raised as it is."""
+    results: list[Enqueued | Exception] = []
+    refused: list[Exception] = []
+    for (call, size), reply in zip(calls, replies, strict=True):
+        if not isinstance(reply, Exception):
+            try:
+                results += call.parse(reply)
+                continue
+            except WrongKeyType as exc:
+                reply = exc
+        refused.append(reply)
+        results += [reply] * size
+    if len(refused) == len(replies):
+        raise refused[0]
+    return results
+
+
+# -- the worker's calls ----------------------------------------------------------------------
+
+def claimed(values: Sequence[bytes | None]) -> dict[bytes, bytes]:
+    """One claimed job from its CLAIM_FIELDS values (absent fields left out)."""
+    return {name: value for name, value in zip(CLAIM_FIELDS, values, strict=True) if value is not None}
+
+
+def _claim_result(jobs: list[Any], next_due: Any, pending: Any, paused: Any) -> ClaimResult:
+    return ClaimResult([claimed(j) for j in jobs], int(next_due), int(pending), bool(paused))
+
+
+def claim(k: QueueKeys, count: int, lease_ms: int, worker_id: str, maxev: int,
+          promote_limit: int, claim_id: str) -> Script[ClaimResult]:
+    return Script("claim", [k.waiting, k.scheduled, k.active, k.meta, k.events, k.marker, k.failed],
+                  [k.prefix, count, lease_ms, worker_id, maxev, promote_limit, claim_id],
+                  lambda reply: _claim_result(*reply))
+
+
+def complete(k: QueueKeys, done: Sequence[tuple[str, int, bytes]], maxev: int, claim: int,
+             lease_ms: int, worker_id: str, promote_limit: int,
+             claim_id: str) -> Script[tuple[list[int], ClaimResult]]:
+    args: list[Arg] = [k.prefix, maxev, claim, lease_ms, worker_id, promote_limit, claim_id]
+    for job_id, token, result in done:
+        args += (job_id, token, result)
+
+    def parse(reply: list[Any]) -> tuple[list[int], ClaimResult]:
+        codes, *rest = reply
+        return [int(c) for c in codes], _claim_result(*rest)
+
+    return Script("complete", [k.waiting, k.scheduled, k.active, k.meta, k.events, k.marker,
+                               k.failed, k.completed], args, parse)
+
+
+def renew(k: QueueKeys, lease_ms: int, held: Sequence[tuple[str, int]]) -> Script[list[int]]:
+    """Extend leases; one code per job (1 ok, 2 ok + cancel requested, < 0 lost)."""
+    args: list[Arg] = [k.prefix, lease_ms]
+    for job_id, token in held:
+        args += (job_id, token)
+    return Script("renew", [k.active], args, lambda reply: [int(c) for c in reply])
+
+
+# -- admin -------------------------------------------------------------------------------------
+
+def cancel(k: QueueKeys, job_id: str, by: str, reason: str, maxev: int) -> Script[bool]:
+    """True if cancelled now; False if the job is active and its worker was asked."""
+    call = fenced("cancel", k, job_id, [k.waiting, k.scheduled, k.cancelled, k.events],
+                  [k.prefix, job_id, by, reason, maxev])
+    return Script(call.name, call.keys, call.args, lambda reply: call.parse(reply) == 1)
+
+
+def counts(k: QueueKeys) -> Commands[Counts]:
+    """Jobs per state, plus ``paused`` (1 or 0)."""
+    commands: list[tuple[Arg, ...]] = [("ZCARD", k.index(state)) for state in COUNTED]
+    commands.append(("HEXISTS", k.meta, "paused"))
+
+    def parse(replies: list[Any]) -> Counts:
+        out = {state.value: int(n) for state, n in zip(COUNTED, replies, strict=False)}
+        out["paused"] = int(bool(replies[-1]))
+        return out
+
+    return Commands(commands, parse)
+
+
+# -- queue settings ----------------------------------------------------------------------------
+
+#: The settings a queue may store in its meta hash (see ``lua/configure.lua``).
+SETTINGS = ("max_events", "max_payload_bytes")
+
+
+def _settings(reply: list[Any]) -> dict[str, int | None]:
+    return {name: None if value is None else int(value)
+            for name, value in zip(SETTINGS, reply, strict=True)}
+
+
+def configure(k: QueueKeys, maxev: int, max_events: int | None,
+              max_payload_bytes: int | None) -> Script[dict[str, int | None]]:
+    """Store queue-wide settings (None leaves one as it is); the reply is what is stored."""
+    args: list[Arg] = ["" if v is None else v for v in (max_events, max_payload_bytes)]
+    return Script("configure", [k.meta, k.events], [*args, maxev], _settings)
+
+
+def settings(k: QueueKeys) -> Commands[dict[str, int | None]]:
+    """The queue's stored settings (None where it stores none)."""
+    return Commands([("HMGET", k.meta, *SETTINGS)], lambda replies: _settings(replies[0]))

@@ -1,0 +1,22 @@
+--[[ drain: delete up to N waiting and scheduled jobs (active and finished jobs stay).
+Call repeatedly until it returns 0.
+KEYS[1] waiting   KEYS[2] scheduled   KEYS[3] events
+ARGV[1] key prefix   ARGV[2] max jobs per call   ARGV[3] max length of the event stream
+Returns the number of jobs deleted.
+Errors: none
+Events: drain
+]]
+-- include: delete_job, emit
+local waiting, scheduled = KEYS[1], KEYS[2]
+local k = {events = KEYS[3], prefix = ARGV[1], maxev = ARGV[3]}
+local limit = tonumber(ARGV[2])
+local removed = 0
+for _, index in ipairs({waiting, scheduled}) do
+  local ids = redis.call('ZRANGE', index, 0, limit - removed - 1)
+  for _, id in ipairs(ids) do delete_job(k.prefix, id) end
+  if #ids > 0 then redis.call('ZREM', index, unpack(ids)) end
+  removed = removed + #ids
+  if removed >= limit then break end
+end
+if removed > 0 then emit(k, {'drain', 'count', removed}, '', '') end
+return removed

@@ -1,0 +1,76 @@
+--[[ enqueue: create one or many jobs in `waiting` (or `scheduled` when they have a future
+time). An id that already exists, in any state, returns that job and changes nothing:
+this is what makes producer retries and concurrent producers safe.
+The script never raises half-way (Redis would keep what it had written, leaving part of a
+batch, or a job hash in no index): foreign data under a job's key refuses that one job,
+with nothing written for it, and the rest of the batch is stored; foreign data under one
+of the queue's own keys refuses the whole call before anything is written.
+KEYS[1] waiting   KEYS[2] scheduled   KEYS[3] meta   KEYS[4] events   KEYS[5] marker
+ARGV[1] key prefix ("shunter:{queue}:")   ARGV[2] max length of the event stream
+ARGV[3..] one group per job: job id, delay in ms after server time (0 = now), absolute
+  run time as unix ms or "" (takes precedence over the delay), priority (-1000..1000),
+  number of hash arguments n, then n field/value arguments (task, data, ...)
+Returns {now, reply, reply, ...}: now is the server time in unix ms (the created_at of
+every job this call created), then one reply per job, in order:
+  {1, 'waiting'} or {1, 'scheduled', due_ms}   created
+  {0, {field, value, ...}}                     the id existed: its whole hash, unchanged
+  {ERR_WRONG_TYPE, type}                       the job key holds a <type>: not added
+  {ERR_PAYLOAD_TOO_LARGE, bytes, cap}          its data is over the queue's stored
+                                               max_payload_bytes (Queue.configure): not added
+or {ERR_WRONG_TYPE, key, type, expected_type} when a queue key holds foreign data.
+Errors: WRONG_TYPE, PAYLOAD_TOO_LARGE
+Events: enqueue
+]]
+-- include: now_ms, enter_waiting, enter_scheduled
+local k = {waiting = KEYS[1], scheduled = KEYS[2], meta = KEYS[3], events = KEYS[4],
+  marker = KEYS[5], prefix = ARGV[1], maxev = ARGV[2]}
+
+for _, want in ipairs({{k.waiting, 'zset'}, {k.scheduled, 'zset'}, {k.meta, 'hash'},
+                       {k.events, 'stream'}, {k.marker, 'zset'}}) do
+  local found = redis.call('TYPE', want[1])['ok']
+  if found ~= 'none' and found ~= want[2] then
+    return {ERR_WRONG_TYPE, want[1], found, want[2]}
+  end
+end
+
+local now = now_ms()
+local out = {now}
+-- The queue's stored payload cap, when it has one, is checked here too: a producer that
+-- was started with a larger cap cannot store what the queue's workers would refuse.
+local cap = tonumber(redis.call('HGET', k.meta, 'max_payload_bytes'))
+local i = 3
+while i <= #ARGV do
+  local id, delay, run_at, priority = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
+  local nfields = tonumber(ARGV[i + 4])
+  local first, last = i + 5, i + 4 + nfields
+  i = last + 1
+  local jobkey = k.prefix .. 'job:' .. id
+  -- pcall: a key that is not a hash answers WRONGTYPE, which must not end the script
+  local existing = redis.pcall('HGET', jobkey, 'state')
+  local size = 0
+  if cap then
+    for j = first, last - 1, 2 do
+      if ARGV[j] == 'data' then size = #ARGV[j + 1] end
+    end
+  end
+  if cap and size > cap then
+    out[#out + 1] = {ERR_PAYLOAD_TOO_LARGE, size, cap}
+  elseif type(existing) == 'table' then
+    out[#out + 1] = {ERR_WRONG_TYPE, redis.call('TYPE', jobkey)['ok']}
+  elseif existing then
+    out[#out + 1] = {0, redis.call('HGETALL', jobkey)}
+  else
+    local due = now + delay
+    if run_at ~= '' then due = tonumber(run_at) end
+    if due > now then
+      enter_scheduled(k, jobkey, id, due, {'enqueue'}, 'id', id, 'created_at', now, 'token', 0,
+        'attempts_made', 0, 'stalls', 0, 'deferrals', 0, unpack(ARGV, first, last))
+      out[#out + 1] = {1, 'scheduled', due}
+    else
+      enter_waiting(k, jobkey, id, priority, nil, {'enqueue'}, 'id', id, 'created_at', now,
+        'token', 0, 'attempts_made', 0, 'stalls', 0, 'deferrals', 0, unpack(ARGV, first, last))
+      out[#out + 1] = {1, 'waiting'}
+    end
+  end
+end
+return out

@@ -1,0 +1,67 @@
+-- include: claim_fields, replay_claim, promote_due, not_a_hash, fail_corrupt, attempt_event, emit,
+-- include: wake, claim_reply
+-- Take up to `count` waiting jobs for one worker (the body of `claim`, also run by
+-- `complete` to claim the next jobs in the same round trip). Due scheduled jobs are
+-- promoted first. Returns {jobs, next_due_ms, pending, paused} as documented in claim.lua;
+-- each job is the HMGET of CLAIM_FIELDS, with what this claim wrote put in its place.
+-- `claim_id` ('' for none): see replay_claim.
+local function claim_jobs(k, count, lease_ms, worker, promote_limit, now, claim_id)
+  local record_key
+  if claim_id ~= '' then
+    record_key = k.prefix .. 'claim:' .. claim_id
+    local record = redis.call('GET', record_key)
+    if record then return replay_claim(k, record, now) end
+  end
+  promote_due(k, now, promote_limit)
+
+  local jobs = {}
+  local handed = {}
+  local paused = redis.call('HEXISTS', k.meta, 'paused')
+  if paused == 0 and count > 0 then
+    local popped = redis.call('ZPOPMIN', k.waiting, count)
+    for i = 1, #popped, 2 do
+      local id = popped[i]
+      local jobkey = k.prefix .. 'job:' .. id
+      -- One read gives both what the checks need and the reply (patched below with what
+      -- this claim writes): the hot path reads each job once.
+      local f = redis.pcall('HMGET', jobkey, unpack(CLAIM_FIELDS))
+      local state = f[F_STATE]
+      local token = tonumber(f[F_TOKEN] or '0')
+      -- A job that cannot be claimed (see fail_corrupt) is failed with the reason, not run.
+      if f.err then
+        not_a_hash(k, jobkey, id, now)
+      elseif state == 'waiting' then
+        if not token or token ~= math.floor(token) or token < 0 then
+          fail_corrupt(k, jobkey, id, now, 'DecodeError',
+            'job hash has a token that is not an integer; it was not run')
+        else
+          token = string.format('%d', token + 1)
+          local started = string.format('%d', now)
+          -- 'id' is written again for hashes written by hand without it: the worker needs it
+          redis.call('HSET', jobkey, 'state', 'active', 'token', token, 'started_at', started,
+            'worker', worker, 'id', id, 'place', popped[i + 1])
+          redis.call('ZADD', k.active, now + lease_ms, id)
+          emit(k, attempt_event('claim', token, f[F_ATTEMPTS_MADE], worker), id, 'active')
+          f[F_ID], f[F_STATE], f[F_TOKEN], f[F_STARTED_AT] = id, 'active', token, started
+          jobs[#jobs + 1] = f
+          handed[#handed + 1] = id
+          handed[#handed + 1] = token
+        end
+      elseif state then
+        -- The index says waiting but the hash disagrees (written by hand, or corrupted):
+        -- surface it as a failed job instead of running it or losing it silently.
+        fail_corrupt(k, jobkey, id, now, 'CorruptJob',
+          'job hash has state ' .. state .. ' but was in the waiting index')
+      end
+      -- no hash at all: a dangling id (the job was removed); dropping it is the repair
+    end
+    if redis.call('ZCARD', k.waiting) > 0 then wake(k) end
+  end
+  if record_key and #handed > 0 then
+    local index = k.prefix .. 'claims'
+    redis.call('SET', record_key, cjson.encode(handed), 'PX', lease_ms)
+    redis.call('ZADD', index, now + lease_ms, claim_id)
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  end
+  return claim_reply(k, jobs, paused, now)
+end

@@ -1,0 +1,17 @@
+-- Take a job out of the active index: the first step, and the FIRST WRITE, of every script
+-- that ends an attempt (complete, retry, fail, abort, release, rescue).
+--
+-- Memory: under maxmemory with noeviction, Redis refuses a script whose first write may
+-- grow memory (HSET, ZADD, XADD, SET ...) and lets a script that has already written run to
+-- its end. Starting with this ZREM, the transitions of a job a worker holds still settle
+-- when memory is full, while producers are refused with a clear error. (Found by the fault
+-- suite's out-of-memory scenario: retries were refused, leases lapsed and the jobs ran
+-- twice.) renew keeps the same rule with its own ZREM.
+--
+-- The move that follows (enter_waiting, enter_scheduled, finish) writes the new state.
+-- When a worker settles its attempt, the move's fields include its token as
+-- `settled_token`, so a worker whose reply was lost can tell "my write landed" from "my
+-- lease was lost" (rescue, where no worker settles, writes none).
+local function leave_active(k, id)
+  redis.call('ZREM', k.active, id)
+end

@@ -1,0 +1,17 @@
+-- include: read_job, enter_waiting, not_a_hash
+-- Move due scheduled jobs to waiting (the body of `promote`, also run by `claim`).
+local function promote_due(k, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', k.scheduled, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    local jobkey = k.prefix .. 'job:' .. id
+    redis.call('ZREM', k.scheduled, id)
+    local f = read_job(jobkey, 'state', 'priority')
+    if not f then
+      not_a_hash(k, jobkey, id, now)
+    elseif f[1] == 'scheduled' then
+      redis.call('HDEL', jobkey, 'scheduled_for')
+      enter_waiting(k, jobkey, id, f[2], nil, {'promote'})
+    end
+  end
+  return #due
+end

@@ -1,0 +1,37 @@
+--[[ obliterate: delete a queue and all its jobs, N jobs per call; call until it returns 0.
+Refuses while jobs are active unless forced (their workers would lose them silently).
+KEYS[1] active  KEYS[2] waiting  KEYS[3] scheduled  KEYS[4] completed  KEYS[5] failed
+KEYS[6] cancelled  KEYS[7] meta  KEYS[8] events  KEYS[9] marker  KEYS[10] rescue lock
+ARGV[1] key prefix   ARGV[2] max jobs per call   ARGV[3] "1" to force
+Returns the number of jobs deleted by this call (0 when the queue is gone), or QUEUE_BUSY.
+Errors: QUEUE_BUSY
+Events: none (the stream itself is deleted)
+]]
+-- include: delete_job
+local prefix, limit, force = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if force ~= '1' and redis.call('ZCARD', KEYS[1]) > 0 then return ERR_QUEUE_BUSY end
+local removed = 0
+for i = 1, 6 do
+  if removed < limit then
+    local ids = redis.call('ZRANGE', KEYS[i], 0, limit - removed - 1)
+    for _, id in ipairs(ids) do delete_job(prefix, id) end
+    if #ids > 0 then redis.call('ZREM', KEYS[i], unpack(ids)) end
+    removed = removed + #ids
+  end
+end
+if removed == 0 then
+  redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+  -- worker heartbeats (an index of ids, one expiring key each)
+  local workers = prefix .. 'workers'
+  for _, id in ipairs(redis.call('ZRANGE', workers, 0, -1)) do
+    redis.call('DEL', prefix .. 'worker:' .. id)
+  end
+  redis.call('DEL', workers)
+  -- claim records (see lib/replay_claim.lua), each expiring on its own
+  local claims = prefix .. 'claims'
+  for _, id in ipairs(redis.call('ZRANGE', claims, 0, -1)) do
+    redis.call('DEL', prefix .. 'claim:' .. id)
+  end
+  redis.call('DEL', claims)
+end
+return removed
