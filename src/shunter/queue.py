@@ -102,7 +102,8 @@ class Queue:
         :class:`~shunter.errors.WrongKeyType` when the job's key holds foreign data (a
         value that is not a job hash; nothing is written).
         """
-        await self._settings()
+        if not self._settings_read:
+            await self._settings()
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
                           attempts=attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed,

@@ -52,20 +52,14 @@ class Running:
     asyncio.wait would build sets, futures and callbacks for every job.)"""
 
     job: Job
+    job_id: str
+    token: int  #: the fencing token of this attempt
     reason: Interrupt | None = None
     waiter: asyncio.Future[None] | None = None
     handler: asyncio.Future[Any] | None = None
     abandoned: bool = field(default=False)
     #: Set by the pool thread when a sync handler begins: its timeout runs from then.
     began: bool = field(default=False)
-
-    @property
-    def job_id(self) -> str:
-        return self.job.id
-
-    @property
-    def token(self) -> int:
-        return self.job.token or 0
 
     def supersede(self) -> bool:
         """The same job was claimed again here under a newer token: this attempt lost its
@@ -144,11 +138,13 @@ async def execute(ctx: RunContext, settler: Settler, run: Running) -> None:
     if task is None:
         return await settler.apply(job, Outcome("fail", error=error_json(UnregisteredTask(
             f"no handler registered for task {job.task!r} on this worker"))))
-    ctx.hooks.started(job)
+    if ctx.hooks.active:
+        ctx.hooks.started(job)
     exc, result, reason = await _invoke(ctx, run, task)
     if reason is Interrupt.LEASE_LOST:
         log.warning("job %s lost its lease during attempt %s; not committing", job.id, job.attempt)
-        ctx.hooks.lease_lost(job)
+        if ctx.hooks.active:
+            ctx.hooks.lease_lost(job)
         return None
     if reason is Interrupt.CANCEL:
         return await settler.abort(job)

@@ -44,13 +44,12 @@ class Hooks:
 class HookSet:
     """The hooks of one worker, called in order; a hook's exception is logged, not raised."""
 
-    __slots__ = ("_hooks",)
+    __slots__ = ("_hooks", "active")
 
     def __init__(self, hooks: Sequence[Hooks] = ()) -> None:
         self._hooks = tuple(hooks)
-
-    def __bool__(self) -> bool:
-        return bool(self._hooks)
+        #: Any hook at all: callers on the hot path test this before calling.
+        self.active = bool(self._hooks)
 
     def _call(self, name: str, *args: object) -> None:
         for hook in self._hooks:

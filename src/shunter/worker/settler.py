@@ -101,7 +101,8 @@ class Settler:
                 await asyncio.sleep(0.1)
                 continue
             self.counters[counter] += 1
-            self.hooks.settled(job, counter)
+            if self.hooks.active:
+                self.hooks.settled(job, counter)
             return
 
     async def _landed(self, job: Job) -> bool:

@@ -98,7 +98,7 @@ class Slots:
         """Count a new attempt; an older attempt of the same job running here is superseded
         (it lost its lease). Returns True when one was."""
         key = self.attempt_key(attempt.job_id, attempt.token)
-        older = self._newest.get(attempt.job_id)
+        older = self._newest.get(attempt.job_id)  # None but after a freeze: the hot path
         superseded = (older is not None and self.attempt_key(older.job_id, older.token) != key
                       and older.supersede())
         self._running[key] = attempt

@@ -255,12 +255,13 @@ class Worker:
         job = Job(self.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)
         job._loop = asyncio.get_running_loop()
         job._in_worker = True
-        run = Running(job)
+        run = Running(job, job.id, job.token or 0)
         if self.slots.add(run):
             # Claimed again while an older attempt still runs here: this worker was frozen
             # past its lease and the job was rescued. The older attempt lost its lease.
             self.counters["lease_lost"] += 1
-        self.hooks.claimed(job)
+        if self.hooks.active:
+            self.hooks.claimed(job)
         timeout = job.timeout or (self.tasks[job.task].timeout if job.task in self.tasks else None)
         hard = time.monotonic() + (timeout or self.job_timeout) + self.cancel_grace + self.lease
         assert self._lease is not None
