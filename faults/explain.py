@@ -44,6 +44,8 @@ _WORKER_PID = re.compile(r"^faults-(\d+)$")
 #: when they lasted at least lease / 2. Kills, cuts, lost replies and a server down lose
 #: requests (a claim's reply, the process itself) and explain one whatever they lasted.
 DELAYS = frozenset({"SIGSTOP", "stall", "hold", "refuse"})
+#: Faults after which the process never runs again.
+KILLS = frozenset({"SIGKILL"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +146,13 @@ def explain_rescues(traces: dict[str, JobTrace], starts: dict[str, list[tuple[in
                     break
                 mine = f.pid is None or f.pid == pid or (pid is None and f.pid in pids)
                 # stamped before the signal (or by the proxy once it resumed): a claim after
-                # the end, even by a millisecond (stream ids are whole ms), is not its victim
-                if not mine or f.end < since or (f.kind in DELAYS and f.end - f.start < lease / 2):
+                # the end, even by a millisecond (stream ids are whole ms), is not its victim.
+                # Except a kill: the harness stamps it, then signals, and a claim the victim
+                # sent just before it died can still run on the server after the stamp (its
+                # reply never read). A killed process never runs again, so every attempt of
+                # its pid is the kill's victim.
+                after = f.end < since and f.kind not in KILLS
+                if not mine or after or (f.kind in DELAYS and f.end - f.start < lease / 2):
                     continue
                 late = at - (f.end + lease * 1.5)
                 if late <= SLACK and (best is None or late < best[0]):

@@ -143,6 +143,15 @@ class Ledger:
                                (queue,))
         return {job: (status, error) for job, status, error in rows}
 
+    def recent_pids(self, queue: str, rows: int = 500) -> set[int]:
+        """Pids that started a handler among the newest ``rows`` executions: busy workers,
+        cheaply (reading every execution would cost the harness seconds of CPU mid-storm
+        and starve the workers it is testing)."""
+        found = self.db.execute(
+            "SELECT DISTINCT pid FROM (SELECT pid, phase FROM execution WHERE queue = ? "
+            "ORDER BY rowid DESC LIMIT ?) WHERE phase = 'start'", (queue, rows))
+        return {pid for (pid,) in found}
+
     def executions(self, queue: str) -> list[Execution]:
         rows = self.db.execute(
             "SELECT job, token, attempt, pid, phase, outcome, ts FROM execution WHERE queue = ? "

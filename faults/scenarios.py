@@ -79,7 +79,7 @@ async def kill_storm(root: Path, p: Profile) -> list[Report]:
             if live:
                 # prefer a worker with handlers running: a kill of an idle worker orphans
                 # nothing, and a short storm could then end without a single orphan
-                busy = {pid for *_, pid in in_flight(env, "storm")}
+                busy = env.led.recent_pids("storm")
                 victim = rng.choice([w for w in live if w.pid in busy] or live)
                 kills[victim.pid] = fleet.kill(victim, signal.SIGKILL)
             await asyncio.to_thread(fleet.spawn, 1, False)
