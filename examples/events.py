@@ -71,7 +71,7 @@ async def main() -> None:
         await (await queue.add("report")).wait(timeout=5)
 
         print("a job that fails twice, then a fix, then a dead-letter replay:")
-        failed = await queue.add("import_rows", attempts=2, backoff=Backoff.fixed(0.1))
+        failed = await queue.add("import_rows", max_attempts=2, backoff=Backoff.fixed(0.1))
         with contextlib.suppress(JobFailed):
             await failed.wait(timeout=5)
         await asyncio.sleep(0.05)

@@ -80,8 +80,8 @@ async def main() -> None:
         plan = await queue.add("build_plan", {"user": 42}, job_id="plan-user-42")
         again = await queue.add("build_plan", {"user": 42}, job_id="plan-user-42")
         print(f"enqueued {plan.id}; enqueueing the same id again returned existing={again.existing}")
-        flaky = await queue.add("call_flaky_api", attempts=3, backoff=quick_retry)
-        doomed = await queue.add("charge_card", {"card": "4242"}, attempts=2, backoff=quick_retry)
+        flaky = await queue.add("call_flaky_api", max_attempts=3, backoff=quick_retry)
+        doomed = await queue.add("charge_card", {"card": "4242"}, max_attempts=2, backoff=quick_retry)
         later = await queue.add("send_reminder", {"to": "ada"}, delay=1.0)
         print(f"scheduled reminder: state={later.state}")
         names = {plan.id: "plan", flaky.id: "flaky", doomed.id: "charge", later.id: "reminder"}

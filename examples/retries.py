@@ -103,21 +103,21 @@ async def main() -> None:
     collector = asyncio.create_task(collect(name, events))
     async with Queue(name, REDIS_URL) as queue:
         jobs = {
-            "fixed backoff": await queue.add("flaky", attempts=3, backoff=Backoff.fixed(0.1)),
+            "fixed backoff": await queue.add("flaky", max_attempts=3, backoff=Backoff.fixed(0.1)),
             "exponential + jitter": await queue.add(
-                "always_fails", attempts=4, backoff=Backoff.exponential(0.05, factor=2, jitter=0.5)),
+                "always_fails", max_attempts=4, backoff=Backoff.exponential(0.05, factor=2, jitter=0.5)),
             "explicit schedule": await queue.add(
-                "always_fails", attempts=4, backoff=Backoff.schedule([0.05, 0.1, 0.2], spread=0.02)),
-            "Task-level callable": await queue.add("computed_backoff", attempts=3),
-            "RetryAfter (attempts=1)": await queue.add("rate_limited", attempts=1),
+                "always_fails", max_attempts=4, backoff=Backoff.schedule([0.05, 0.1, 0.2], spread=0.02)),
+            "Task-level callable": await queue.add("computed_backoff", max_attempts=3),
+            "RetryAfter (max_attempts=1)": await queue.add("rate_limited", max_attempts=1),
             "RetryAfter past max_deferrals": await queue.add(
-                "always_defers", attempts=2, backoff=Backoff.fixed(0.05)),
-            "UnrecoverableError": await queue.add("bad_input", attempts=5),
+                "always_defers", max_attempts=2, backoff=Backoff.fixed(0.05)),
+            "UnrecoverableError": await queue.add("bad_input", max_attempts=5),
             "classifier: rate_limit": await queue.add(
-                "call_remote", {"kind": "rate_limit"}, attempts=1),
-            "classifier: auth": await queue.add("call_remote", {"kind": "auth"}, attempts=5),
+                "call_remote", {"kind": "rate_limit"}, max_attempts=1),
+            "classifier: auth": await queue.add("call_remote", {"kind": "auth"}, max_attempts=5),
             "classifier: network": await queue.add(
-                "call_remote", {"kind": "network"}, attempts=3, backoff=Backoff.fixed(0.05)),
+                "call_remote", {"kind": "network"}, max_attempts=3, backoff=Backoff.fixed(0.05)),
         }
         worker = Worker(name, {
             "flaky": fail_until(3),

@@ -1,9 +1,11 @@
 """A blocking producer (Django, Flask, scripts) with shunter.sync.Queue, and a worker in a
 separate process that shuts down gracefully on SIGTERM.
 
-The parent process is plain sync code: it starts ``python sync_producer.py --worker NAME``,
-enqueues jobs, waits for results, then sends SIGTERM while a slow job runs; the worker
-lets that job finish before it exits (as during a deploy).
+The parent process is plain sync code, with no event loop: it starts ``python
+sync_producer.py --worker NAME``, enqueues jobs, waits for results (the jobs it gets are
+``shunter.sync.Job`` objects, whose methods block), replays a dead letter, then sends
+SIGTERM while a slow job runs; the worker lets that job finish before it exits (as during
+a deploy).
 
     .venv/bin/python examples/sync_producer.py
 """
@@ -32,8 +34,9 @@ REDIS_URL = os.environ.get("SHUNTER_REDIS_URL")
 def resize(job: Job) -> dict[str, object]:
     """A sync handler (it runs in the worker's thread pool)."""
     image, width = job.data["image"], job.data["width"]
-    if not isinstance(image, str):
-        raise shunter.UnrecoverableError(f"image must be a file name, got {image!r}")
+    job.log_sync(f"attempt {job.attempt}: {image!r} to {width} px")
+    if not isinstance(image, str) or job.data.get("corrupt"):
+        raise shunter.UnrecoverableError(f"cannot read image {image!r}")
     job.update_progress_sync({"percent": 50, "message": f"resizing {image}"})
     time.sleep(0.05)
     return {"image": image, "thumbnail": image.replace(".", f".{width}."), "width": width}
@@ -58,9 +61,8 @@ def produce(queue_name: str) -> None:
     try:
         with shunter.sync.Queue(queue_name, REDIS_URL) as queue:
             job = queue.add("resize", {"image": "cat.png", "width": 200})
-            print(f"enqueued {job.id} ({job.state}); result: {queue.wait(job.id, timeout=10)}")
-            print(f"snapshot: state={queue.get_job(job.id).state} "
-                  f"progress={queue.get_job(job.id).progress}")
+            print(f"enqueued {job.id} ({job.state}); result: {job.wait(timeout=10)}")
+            print(f"snapshot: state={job.state} progress={job.progress} logs={job.logs()}")
 
             batch = queue.add_bulk([{"task": "resize", "data": {"image": f"dog{i}.png", "width": 64}}
                                     for i in range(5)])
@@ -72,21 +74,24 @@ def produce(queue_name: str) -> None:
             print(f"same job_id twice: existing={first.existing}, then existing={second.existing}")
 
             later = queue.add("resize", {"image": "owl.png", "width": 32}, delay=60)
-            print(f"scheduled job cancelled at once: {queue.cancel(later.id, by='script')}")
+            print(f"scheduled job cancelled at once: {later.cancel(by='script')}")
+            later.replay()  # failed and cancelled jobs (dead letters) run again from attempt 1
+            print(f"replayed the cancelled job: {later.wait(timeout=10)}")
 
-            bad = queue.add("resize", {"image": None, "width": 32})
+            bad = queue.add("resize", {"image": "owl.png", "width": 32, "corrupt": True})
             try:
-                queue.wait(bad.id, timeout=10)
+                bad.wait(timeout=10)
             except JobFailed as exc:
-                print(f"bad input: {exc}")
+                print(f"dead letter: {exc}")
+            print(f"failed jobs: {queue.job_ids('failed')}; missing id: {queue.get_job('nope')}")
 
             slow_job = queue.add("slow")
-            while queue.get_job(slow_job.id).state != "active":
+            while slow_job.refresh().state != "active":
                 time.sleep(0.02)
             print("slow job is active; sending SIGTERM to the worker (a deploy)")
             worker.send_signal(signal.SIGTERM)
             print(f"worker exited with {worker.wait(timeout=20)}")
-            final = queue.get_job(slow_job.id)
+            final = slow_job.refresh()
             print(f"slow job after shutdown: {final.state}, result {final.result!r}")
             counts = queue.counts()
             print(f"summary: completed={counts['completed']} failed={counts['failed']} "
@@ -96,7 +101,7 @@ def produce(queue_name: str) -> None:
             worker.kill()
             worker.wait()
 
-    async def cleanup() -> None:  # admin operations live on the asyncio Queue
+    async def cleanup() -> None:  # drain, clean, obliterate live on the asyncio Queue
         async with shunter.Queue(queue_name, REDIS_URL) as queue:
             await queue.obliterate(force=True)
 

@@ -109,7 +109,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self._count("enqueue")
         job_id = f"j{len(self.jobs)}"
         spec = build_spec("t", {"n": len(self.jobs)}, job_id=job_id, delay=3600 if delayed else None,
-                          attempts=5, keep_completed=KEEP_ALL, keep_failed=KEEP_ALL,
+                          max_attempts=5, keep_completed=KEEP_ALL, keep_failed=KEEP_ALL,
                           max_payload_bytes=1 << 20)
         result = self.run(self.storage.enqueue(spec))
         assert result.created and result.state is not None

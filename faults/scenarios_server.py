@@ -236,10 +236,10 @@ async def poison_pills(root: Path, p: Profile) -> list[Report]:
         n = p.poison_each
         await Producer(qk, env.led, prefix="k").run(n, task="kill_self")
         pp = Producer(qp, env.led, prefix="", options={"backoff": Backoff.fixed(0.05)})
-        groups = {"raise": ("always_raise", {"attempts": 3}),
-                  "hang": ("hang", {"timeout": 1.0, "attempts": 2}),
-                  "hangsync": ("hang_sync", {"timeout": 1.0, "attempts": 1}),
-                  "badresult": ("bad_result", {"attempts": 3}), "ok": ("work", {})}
+        groups = {"raise": ("always_raise", {"max_attempts": 3}),
+                  "hang": ("hang", {"timeout": 1.0, "max_attempts": 2}),
+                  "hangsync": ("hang_sync", {"timeout": 1.0, "max_attempts": 1}),
+                  "badresult": ("bad_result", {"max_attempts": 3}), "ok": ("work", {})}
         for prefix, (task, options) in groups.items():
             pp.prefix = prefix
             await pp.run(n * (10 if prefix == "ok" else 1), task=task, **options)
@@ -258,9 +258,9 @@ async def poison_pills(root: Path, p: Profile) -> list[Report]:
             info = await qk.get_job(job)
             starts = len(a.starts.get(job, []))
             killer.expect(f"{job}: failed as Stalled after max_stalls=1", f"{starts} runs",
-                          info.state == "failed" and info.error is not None
+                          info is not None and info.state == "failed" and info.error is not None
                           and info.error.type == "Stalled" and starts == 2,
-                          info.error.message if info.error else str(info.state))
+                          "gone" if info is None else info.error.message if info.error else str(info.state))
         b = analyse(pills, env.url, "pills", env.led)
         expect = {"raise": ("ValueError", 3), "hang": ("JobTimeout", 2), "hangsync": ("JobTimeout", 1),
                   "badresult": ("InvalidInput", 1)}
@@ -269,8 +269,10 @@ async def poison_pills(root: Path, p: Profile) -> list[Report]:
             for job in [j for j in b.enqueues if j.startswith(prefix) and j[len(prefix):].isdigit()]:
                 info = await qp.get_job(job)
                 got = len(b.starts.get(job, []))
-                if not (info.state == "failed" and info.error and info.error.type == etype
-                        and got == runs and info.attempts_made == runs):
+                if info is None:
+                    bad.append(f"{job}: gone, {got} runs")
+                elif not (info.state == "failed" and info.error and info.error.type == etype
+                          and got == runs and info.attempts_made == runs):
                     bad.append(f"{job}: {info.state} {info.error.type if info.error else ''} {got} runs")
             pills.expect(f"{prefix}: failed with {etype} after {runs} run(s)", f"{n - len(bad)}/{n}",
                          not bad, "; ".join(bad[:2]))
@@ -290,7 +292,7 @@ async def retry_storm(root: Path, p: Profile, *, jitter: float = 0.5) -> list[Re
         fleet = env.fleet("storm", concurrency=32)
         await env.spawn(fleet, 2)
         backoff = Backoff.fixed(p.retry_backoff, jitter=jitter)
-        producer = Producer(queue, env.led, prefix="f", options={"backoff": backoff, "attempts": 3})
+        producer = Producer(queue, env.led, prefix="f", options={"backoff": backoff, "max_attempts": 3})
         await producer.run(p.retry_jobs, batch=500, task="flaky", data=lambda n: {"n": n, "succeed_on": 3})
         timeout = p.retry_backoff * 6 + 60
         ok = await drained(queue, timeout)

@@ -253,9 +253,17 @@ async def test_bad_priority(untouched: Queue, priority: Any) -> None:
     await rejected(untouched, InvalidInput, "priority", priority=priority)
 
 
-@pytest.mark.parametrize("attempts", [0, -1, 1001, 1.0, 2.5, True, "3", None], ids=str)
-async def test_bad_attempts(untouched: Queue, attempts: Any) -> None:
-    await rejected(untouched, InvalidInput, "attempts", attempts=attempts)
+@pytest.mark.parametrize("max_attempts", [0, -1, 1001, 1.0, 2.5, True, "3", None], ids=str)
+async def test_bad_max_attempts(untouched: Queue, max_attempts: Any) -> None:
+    await rejected(untouched, InvalidInput, "max_attempts", max_attempts=max_attempts)
+
+
+async def test_attempts_is_not_an_option(untouched: Queue) -> None:
+    """One name for the attempt limit, on add and on the job: ``max_attempts``."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'attempts'"):
+        await untouched.add("t", attempts=3)  # type: ignore[call-arg]
+    with pytest.raises(InvalidInput, match=r"unknown add_bulk option\(s\): attempts$"):
+        await untouched.add_bulk([{"task": "t", "attempts": 3}])
 
 
 @pytest.mark.parametrize("timeout", [0, -1, math.nan, math.inf, 7 * DAY + 1, True, "10"], ids=str)
@@ -264,8 +272,8 @@ async def test_bad_timeout(untouched: Queue, timeout: Any) -> None:
 
 
 async def test_number_limits_are_inclusive(queue: Queue) -> None:
-    await queue.add("t", priority=1000, attempts=1000, timeout=7 * DAY)
-    await queue.add("t", priority=-1000, attempts=1, timeout=0.001)
+    await queue.add("t", priority=1000, max_attempts=1000, timeout=7 * DAY)
+    await queue.add("t", priority=-1000, max_attempts=1, timeout=0.001)
     assert (await queue.counts())["waiting"] == 2
 
 

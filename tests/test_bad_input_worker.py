@@ -50,7 +50,7 @@ async def test_unregistered_task_fails_and_imports_nothing(
     monkeypatch.setattr(os, "system", lambda *a: called.append(a) or 0)
     imported_before = set(sys.modules)
     good = Recorder()
-    bad = await queue.add(task, "echo pwned", attempts=5)
+    bad = await queue.add(task, "echo pwned", max_attempts=5)
     fine = await queue.add("good")
     await burst(queue, {"good": good})
     job = await final(queue, bad.id)
@@ -81,7 +81,7 @@ async def test_corrupted_hashes_fail_with_decode_error(queue: Queue, client: red
     # good and corrupted jobs interleaved in the same waiting index
     for i, (name, raw) in enumerate(CORRUPT_DATA.items()):
         ids.append((await queue.add("good", job_id=f"ok-{i}")).id)
-        await queue.add("good", job_id=f"bad-{name}", attempts=5)
+        await queue.add("good", job_id=f"bad-{name}", max_attempts=5)
         await client.hset(k.job(f"bad-{name}"), "data", raw)
     await queue.add("good", job_id="bad-no-task")
     await client.hdel(k.job("bad-no-task"), "task")
@@ -184,7 +184,7 @@ def _circular() -> list[Any]:
 ], ids=["set", "datetime", "circular", "nan", "bigint", "bytes", "too-large"])
 async def test_unstorable_result_fails_cleanly(queue: Queue, result: Any, kind: str) -> None:
     handler = Recorder(result)
-    job = await queue.add("t", attempts=3, backoff=Backoff.fixed(0))
+    job = await queue.add("t", max_attempts=3, backoff=Backoff.fixed(0))
     after = await queue.add("t2")
     ok = Recorder(["fine"])
     await burst(queue, {"t": handler, "t2": ok}, max_payload_bytes=1024)
@@ -212,7 +212,7 @@ async def test_exception_whose_str_raises(queue: Queue, sync: bool) -> None:
     async def raise_async(job: Job) -> None:
         raise_it(job)
 
-    job = await queue.add("t", attempts=2, backoff=Backoff.fixed(0))
+    job = await queue.add("t", max_attempts=2, backoff=Backoff.fixed(0))
     after = await queue.add("ok")
     await burst(queue, {"t": raise_it if sync else raise_async, "ok": Recorder()})
     got = await final(queue, job.id)
@@ -236,7 +236,7 @@ async def test_handler_calling_sys_exit(queue: Queue, sync: bool, exit_with: Any
     async def leave_async(job: Job) -> None:
         leave(job)
 
-    job = await queue.add("t", attempts=1)
+    job = await queue.add("t", max_attempts=1)
     after = await queue.add("ok")
     worker = await burst(queue, {"t": leave if sync else leave_async, "ok": Recorder()},
                          concurrency=1)

@@ -108,9 +108,10 @@ def stopped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
 
 def test_help_version_and_usage_errors() -> None:
     out = ok("--help")
-    for command in ("worker", "enqueue", "status", "jobs", "job", "retry", "cancel", "pause",
+    for command in ("worker", "enqueue", "status", "jobs", "job", "replay", "cancel", "pause",
                     "resume", "clean", "server", "demo"):
         assert f"  {command} " in out
+    assert "  retry " not in out  # the command is named after Queue.replay
     assert "0.1.0" in ok("--version")
     proc = sh("nosuch")
     assert proc.returncode == 2 and "No such command" in one_line(proc)
@@ -129,7 +130,7 @@ def test_unreachable_redis_is_one_line_and_exit_1() -> None:
 async def test_enqueue_jobs_and_job(queue: Queue) -> None:
     q = queue.name
     out = ok("enqueue", q, "echo", "--data", '{"n": 1}', "--job-id", "job-1", "--priority", "5",
-             "--attempts", "2", "--timeout", "30s", "--redis", REDIS_URL)
+             "--max-attempts", "2", "--timeout", "30s", "--redis", REDIS_URL)
     assert out == "job-1\n"
     job = await queue.get_job("job-1")
     assert (job.task, job.data, job.priority, job.max_attempts, job.timeout) == ("echo", {"n": 1}, 5, 2, 30.0)
@@ -147,6 +148,8 @@ async def test_enqueue_jobs_and_job(queue: Queue) -> None:
     assert bad_id.returncode == 2 and "invalid input" in one_line(bad_id)
     bad_delay = sh("enqueue", q, "echo", "--delay", "soon")
     assert bad_delay.returncode == 2 and "not a duration" in one_line(bad_delay)
+    old_flag = sh("enqueue", q, "echo", "--attempts", "2")  # one name: --max-attempts
+    assert old_flag.returncode == 2 and "No such option" in one_line(old_flag)
 
     listed = as_json("jobs", q)
     assert {j["id"] for j in listed} == {"job-1", delayed}
@@ -158,10 +161,11 @@ async def test_enqueue_jobs_and_job(queue: Queue) -> None:
     assert shown["state"] == "waiting" and shown["data"] == {"n": 1} and shown["logs"] == []
     assert "echo" in ok("job", "job-1", "-q", q)
     missing = sh("job", "nope", "-q", q)
-    assert missing.returncode == 3 and "not found" in one_line(missing)
+    assert missing.returncode == 3
+    assert one_line(missing) == f"shunter: error: job 'nope' not found in queue '{q}'"
 
 
-async def test_cancel_retry_pause_resume(queue: Queue) -> None:
+async def test_cancel_replay_pause_resume(queue: Queue) -> None:
     q = queue.name
     for job_id in ("a", "b"):
         await queue.add("echo", job_id=job_id)
@@ -169,10 +173,15 @@ async def test_cancel_retry_pause_resume(queue: Queue) -> None:
     job = await queue.get_job("a")
     assert (job.state, job.cancelled_by, job.cancel_reason) == ("cancelled", "shunter-cli", "not needed")
 
-    assert ok("retry", "a", "-q", q) == "replayed a: waiting\n"
+    assert ok("replay", "a", "-q", q) == "replayed a: waiting\n"
     assert (await queue.get_job("a")).state == "waiting"
-    refused = sh("retry", "b", "-q", q)  # waiting jobs cannot be replayed
-    assert refused.returncode == 1 and "cannot replay job 'b'" in one_line(refused)
+    refused = sh("replay", "b", "-q", q)  # waiting jobs cannot be replayed
+    assert refused.returncode == 1
+    assert one_line(refused).startswith("shunter: replay b: cannot replay job 'b'")
+    several = sh("replay", "a", "zz", "-q", q)  # one line per id: a is waiting now, zz unknown
+    assert several.returncode == 1 and "shunter: replay zz: " in several.stderr
+    assert sh("replay", "zz", "-q", q).returncode == 3
+    assert sh("retry", "a", "-q", q).returncode == 2  # the old name is gone
     unknown = sh("cancel", "zz", "-q", q)
     assert unknown.returncode == 3 and "not found" in one_line(unknown)
 
@@ -190,7 +199,7 @@ async def test_worker_burst_factory_on_two_queues_then_clean(queue: Queue, app: 
     try:
         first = await queue.add("echo", {"n": 1})
         second = await other.add("echo", {"n": 2})
-        failing = await queue.add("boom", attempts=1)
+        failing = await queue.add("boom", max_attempts=1)
         ok("worker", "cli_app:make", "--queues", f"{q},{q2}", "--burst", "-c", "2", cwd=app)
         assert (await first.wait(timeout=5))["echo"] == {"n": 1}
         assert (await second.wait(timeout=5))["echo"] == {"n": 2}
@@ -238,7 +247,7 @@ async def test_worker_processes_are_supervised(queue: Queue, app: Path, tmp_path
     children: list[int] = []
     with stopped(proc):
         await eventually(lambda: len(_started(log)) == 2, 15, message="two worker processes")
-        crash = await queue.add("crash_once", {"marker": str(tmp_path / "crashed")}, attempts=3)
+        crash = await queue.add("crash_once", {"marker": str(tmp_path / "crashed")}, max_attempts=3)
         await eventually(lambda: len(_started(log)) == 3, 20, message="a crashed process restarted")
         assert "exited with status 3" in log.read_text()
         children = _started(log)

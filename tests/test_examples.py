@@ -21,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 #: example file -> a line (regex) its output must contain
 EXPECTED = {
     "quickstart.py": r"summary: waiting=0, scheduled=0, active=0, completed=3, failed=1, cancelled=0",
-    "retries.py": r"RetryAfter \(attempts=1\)\s+completed attempts_made=1 deferrals=2",
+    "retries.py": r"RetryAfter \(max_attempts=1\)\s+completed attempts_made=1 deferrals=2",
     "cancellation.py": r"summary: cancelled=5 completed=1",
     "sync_producer.py": r"slow job after shutdown: completed",
     "events.py": r"summary: cancel=1, claim=5, complete=3, drain=1, enqueue=6, fail=1",

@@ -57,7 +57,7 @@ async def test_blocking_the_loop_for_three_leases_keeps_the_lease(queue: Queue,
     def elsewhere(job: Job) -> str:
         return "ran twice"
 
-    job = await queue.add("blocker", attempts=3)
+    job = await queue.add("blocker", max_attempts=3)
     a = start_worker({"blocker": blocker}, lease=1.0)
     await eventually(claimed.is_set, 5)
     # A second worker, on its own loop, rescues expired leases every 0.1 s.
@@ -160,7 +160,7 @@ async def test_late_outcome_of_a_rescued_job_is_rejected(queue: Queue, start_wor
             raise ValueError("too late to matter")
         return f"token {job.token}"
 
-    job = await queue.add("t", attempts=3)
+    job = await queue.add("t", max_attempts=3)
     a = start_worker({"t": handler}, lease=30, concurrency=1)
     await eventually(started.is_set, 5)
     await expire_and_rescue(queue.storage, client, job.id)
@@ -253,7 +253,7 @@ def worker_process(tmp_path: Path, queue_name: str) -> Iterator[Any]:
 
 async def test_kill_9_mid_job_is_rescued_and_completed(queue: Queue, start_worker: Any,
                                                        worker_process: Any) -> None:
-    job = await queue.add("slow", attempts=3)
+    job = await queue.add("slow", max_attempts=3)
     proc, marker = worker_process(sleep=60)
     await eventually(marker.exists, 15, message="job started in the child")
     assert (await queue.get_job(job.id)).state is State.ACTIVE
@@ -288,7 +288,7 @@ async def test_sigterm_lets_the_job_in_flight_finish(queue: Queue, worker_proces
 
 async def test_sigterm_hands_back_a_long_job_without_using_an_attempt(
         queue: Queue, start_worker: Any, worker_process: Any) -> None:
-    job = await queue.add("slow", attempts=1)
+    job = await queue.add("slow", max_attempts=1)
     proc, marker = worker_process(sleep=60, shutdown_timeout=0.2)
     await eventually(marker.exists, 15, message="job started in the child")
     proc.send_signal(signal.SIGTERM)
@@ -301,14 +301,14 @@ async def test_sigterm_hands_back_a_long_job_without_using_an_attempt(
         return f"done, token {job.token}"
 
     start_worker({"slow": finish})
-    assert await job.wait(timeout=5) == "done, token 2"  # attempts=1 was still unused
+    assert await job.wait(timeout=5) == "done, token 2"  # max_attempts=1 was still unused
 
 
 # -- max_stalls ---------------------------------------------------------------------------------
 
 async def test_job_whose_workers_keep_dying_fails_after_max_stalls(storage: Storage,
                                                                   queue: Queue) -> None:
-    job = await queue.add("poison", attempts=5)
+    job = await queue.add("poison", max_attempts=5)
     for stall in (1, 2, 3):
         claim = await storage.claim(1, 1, f"doomed-{stall}")  # a 1 ms lease, never renewed
         assert [c[b"id"] for c in claim.jobs] == [job.id.encode()]

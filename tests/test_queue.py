@@ -25,6 +25,7 @@ from shunter import (
     UnrecoverableError,
     WrongKeyType,
 )
+from shunter.job import JobSnapshot
 from shunter.producer import build_spec
 from shunter.storage import ENQUEUE_CHUNK, Enqueued, Storage
 from shunter.storage.calls import enqueue_many, enqueue_replies
@@ -40,10 +41,12 @@ async def server_ms(client: redis.asyncio.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def fields_of(job: Job) -> dict[str, Any]:
+def fields_of(job: JobSnapshot) -> dict[str, Any]:
     """Every public field of a job: what a reader of the job sees."""
-    return {name: getattr(job, name) for name in Job.__slots__
-            if not name.startswith("_") and name != "existing"}
+    fields = {name: getattr(job, name) for name in JobSnapshot.__slots__
+              if not name.startswith("_") and name != "existing"}
+    assert len(fields) > 20  # the fields live in the base class both kinds of job share
+    return fields
 
 
 async def event_names(client: redis.asyncio.Redis, queue: Queue, job_id: str) -> list[str]:
@@ -79,7 +82,7 @@ async def test_two_adds_without_id_make_two_jobs(queue: Queue) -> None:
 
 async def test_add_with_every_option(queue: Queue, client: redis.asyncio.Redis) -> None:
     backoff = Backoff.schedule([1, 5, 30], jitter=0.1, spread=2)
-    job = await queue.add("t", [1], job_id="order-42/v1@x=y+z", priority=7, attempts=9,
+    job = await queue.add("t", [1], job_id="order-42/v1@x=y+z", priority=7, max_attempts=9,
                           backoff=backoff, timeout=2.5, keep_completed=Retention(count=3, age=60),
                           keep_failed=5)
     assert job.id == "order-42/v1@x=y+z"
@@ -95,9 +98,9 @@ async def test_add_with_every_option(queue: Queue, client: redis.asyncio.Redis) 
 
 @pytest.mark.parametrize("options", [
     {},
-    {"delay": 60, "priority": -3, "attempts": 9, "timeout": 2.5,
+    {"delay": 60, "priority": -3, "max_attempts": 9, "timeout": 2.5,
      "backoff": Backoff.schedule([1, 5], jitter=0.1, spread=2), "keep_completed": 4},
-    {"run_at": "in 5 minutes", "priority": 1000, "attempts": 1000},
+    {"run_at": "in 5 minutes", "priority": 1000, "max_attempts": 1000},
     {"run_at": "a minute ago", "backoff": Backoff.fixed(3)},
 ], ids=["defaults", "delay", "run_at", "run_at-past"])
 async def test_add_returns_the_job_as_stored(queue: Queue, options: dict[str, Any]) -> None:
@@ -111,11 +114,11 @@ async def test_add_returns_the_job_as_stored(queue: Queue, options: dict[str, An
 
 
 async def test_add_bulk_returns_the_jobs_as_stored(queue: Queue) -> None:
-    await queue.add("old", {"v": "original"}, job_id="x", priority=5, attempts=2)
+    await queue.add("old", {"v": "original"}, job_id="x", priority=5, max_attempts=2)
     entries: list[dict[str, Any]] = [
         {"task": "a", "data": [1]},
         {"task": "b", "job_id": "x", "data": "ignored", "priority": -1},
-        {"task": "c", "delay": 30, "attempts": 4, "timeout": 1, "backoff": Backoff.fixed(2)},
+        {"task": "c", "delay": 30, "max_attempts": 4, "timeout": 1, "backoff": Backoff.fixed(2)},
         *({"task": "d", "data": i} for i in range(ENQUEUE_CHUNK)),  # two script calls
     ]
     jobs = await queue.add_bulk(entries)
@@ -282,7 +285,7 @@ async def _to_state(queue: Queue, state: State) -> Job:
     """A job with id 'dup' in ``state``, moved there through the storage transitions."""
     s: Storage = queue.storage
     job = await queue.add("t", {"v": "original"}, job_id="dup",
-                          delay=60 if state is State.SCHEDULED else None, attempts=1)
+                          delay=60 if state is State.SCHEDULED else None, max_attempts=1)
     if state in (State.ACTIVE, State.COMPLETED, State.FAILED):
         claim = await s.claim(1, 60_000, "tester")
         token = int(claim.jobs[0][b"token"])
@@ -354,7 +357,7 @@ async def test_add_bulk_in_order_with_options(queue: Queue) -> None:
     jobs = await queue.add_bulk([
         {"task": "a", "data": 1},
         {"task": "b", "data": {"x": 2}, "job_id": "bulk-b", "priority": 3},
-        {"task": "c", "delay": 60, "attempts": 7, "backoff": Backoff.fixed(2), "timeout": 9},
+        {"task": "c", "delay": 60, "max_attempts": 7, "backoff": Backoff.fixed(2), "timeout": 9},
         {"task": "d"},
     ])
     assert [j.state for j in jobs] == [State.WAITING, State.WAITING, State.SCHEDULED, State.WAITING]
@@ -424,15 +427,25 @@ async def test_add_bulk_limit(queue: Queue, client: redis.asyncio.Redis) -> None
 # -- reads ------------------------------------------------------------------------------------
 
 async def test_get_job_and_not_found(queue: Queue) -> None:
-    job = await queue.add("t", {"k": "v"}, priority=-4, attempts=2, timeout=1.5)
+    job = await queue.add("t", {"k": "v"}, priority=-4, max_attempts=2, timeout=1.5)
     got = await queue.get_job(job.id)
+    assert got is not None
     assert (got.id, got.queue, got.task, got.data) == (job.id, queue.name, "t", {"k": "v"})
     assert (got.priority, got.max_attempts, got.timeout, got.attempt) == (-4, 2, 1.5, 1)
     assert got.result is None and got.error is None and not got.finished
-    with pytest.raises(JobNotFound) as info:
-        await queue.get_job("missing")
-    assert isinstance(info.value, KeyError)
-    assert "missing" in str(info.value) and queue.name in str(info.value)
+    assert await queue.get_job("missing") is None
+
+
+async def test_a_deleted_job_raises_not_found_on_refresh_and_wait(queue: Queue) -> None:
+    """get_job answers None for a missing id; a job object whose job is gone raises."""
+    job = await queue.add("t", keep_failed=0)
+    assert await queue.cancel(job.id) is True  # keep_failed=0: deleted as it is cancelled
+    assert await queue.get_job(job.id) is None
+    for call in (job.refresh(), job.wait(timeout=1)):
+        with pytest.raises(JobNotFound) as info:
+            await call
+        assert isinstance(info.value, KeyError)
+        assert job.id in str(info.value) and queue.name in str(info.value)
 
 
 async def test_counts(queue: Queue) -> None:
@@ -466,7 +479,7 @@ async def test_wait_raises_job_failed(queue: Queue) -> None:
     async def handler(job: Job) -> None:
         raise UnrecoverableError("card declined")
 
-    job = await queue.add("t", attempts=5)
+    job = await queue.add("t", max_attempts=5)
     waiter = asyncio.ensure_future(job.wait(timeout=10))
     await burst(queue, {"t": handler})
     with pytest.raises(JobFailed, match="card declined") as info:

@@ -71,7 +71,7 @@ async def test_workers_and_the_sync_producer_adopt_the_stored_caps(queue: Queue,
     async def big(job: Job) -> str:
         return "y" * 4096  # over the stored cap, under the worker's own default
 
-    job = await queue.add("big", attempts=1)
+    job = await queue.add("big", max_attempts=1)
     start_worker({"big": big})
     done = await settled(queue, job.id)
     assert done.state is State.FAILED and done.error is not None

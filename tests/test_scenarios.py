@@ -76,7 +76,7 @@ async def test_webhooks(fresh_queue: str) -> None:
 def test_webhook_schedule_shape() -> None:
     hooks = scenario("webhooks")
     entry = hooks.delivery("stripe", "evt_1", "ok")
-    assert entry["job_id"] == "stripe.evt_1" and entry["attempts"] == 7
+    assert entry["job_id"] == "stripe.evt_1" and entry["max_attempts"] == 7
     assert entry["backoff"].delays == (5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
     assert entry["backoff"].spread == 1.0
 

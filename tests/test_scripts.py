@@ -109,7 +109,7 @@ async def test_enqueue_writes_the_job_hash_index_and_marker(storage: Storage,
                                                            client: redis.asyncio.Redis) -> None:
     assert await keyspace(client, storage) == set()
     t0 = await now_ms(client)
-    assert await enqueue(storage, spec("a", priority=3, attempts=5)) == (True, "waiting")
+    assert await enqueue(storage, spec("a", priority=3, max_attempts=5)) == (True, "waiting")
     t1 = await now_ms(client)
     assert await keyspace(client, storage) == {"job:a", "waiting", "meta", "events", "marker"}
     f = await fields(client, storage, "a")

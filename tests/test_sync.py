@@ -1,6 +1,6 @@
-"""The blocking producer ``shunter.sync.Queue``: the same behaviour and validation as the
-asyncio Queue, from plain threads. Workers run in a background thread with their own
-event loop."""
+"""The blocking producer ``shunter.sync.Queue`` and its jobs ``shunter.sync.Job``: the same
+behaviour and validation as the asyncio Queue, from plain threads, with no event loop.
+Workers run in a background thread with their own event loop."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from shunter import (
     WrongKeyType,
 )
 from shunter import sync as shunter_sync
+from shunter.job import JobSnapshot
 
 from .conftest import REDIS_URL
 
@@ -119,7 +120,7 @@ def test_add_and_get_job(sq: shunter_sync.Queue) -> None:
 
 
 def test_add_with_options(sq: shunter_sync.Queue, rclient: redis.Redis) -> None:
-    job = sq.add("t", [1], job_id="sync-1", delay=60, priority=-5, attempts=4,
+    job = sq.add("t", [1], job_id="sync-1", delay=60, priority=-5, max_attempts=4,
                  backoff=Backoff.exponential(2, jitter=0), timeout=3,
                  keep_completed=Retention(count=2, age=10), keep_failed=7)
     assert job.id == "sync-1" and job.state is State.SCHEDULED
@@ -134,15 +135,17 @@ def test_add_with_options(sq: shunter_sync.Queue, rclient: redis.Redis) -> None:
     assert abs((at.scheduled_for - when).total_seconds()) < 0.002
 
 
-def fields_of(job: Job) -> dict[str, Any]:
-    return {name: getattr(job, name) for name in Job.__slots__
-            if not name.startswith("_") and name != "existing"}
+def fields_of(job: JobSnapshot | None) -> dict[str, Any]:
+    fields = {name: getattr(job, name) for name in JobSnapshot.__slots__
+              if not name.startswith("_") and name != "existing"}
+    assert len(fields) > 20
+    return fields
 
 
 def test_add_returns_the_job_as_stored(sq: shunter_sync.Queue) -> None:
-    jobs = [sq.add("t", {"n": 1}), sq.add("u", [2], job_id="s", delay=60, priority=3, attempts=7,
+    jobs = [sq.add("t", {"n": 1}), sq.add("u", [2], job_id="s", delay=60, priority=3, max_attempts=7,
                                            timeout=1.5, backoff=Backoff.fixed(4))]
-    jobs += sq.add_bulk([{"task": "v", "data": "x", "attempts": 2}, {"task": "w", "job_id": "s"}])
+    jobs += sq.add_bulk([{"task": "v", "data": "x", "max_attempts": 2}, {"task": "w", "job_id": "s"}])
     jobs.append(sq.add("other", job_id="s"))
     assert [j.existing for j in jobs] == [False, False, False, True, True]
     for job in jobs:
@@ -229,18 +232,19 @@ def test_add_bulk_bad_entry_writes_nothing(sq: shunter_sync.Queue, rclient: redi
     (("t",), {"delay": 1, "run_at": datetime.now(UTC)}, InvalidInput),
     (("t",), {"run_at": datetime.now() + timedelta(hours=1)}, InvalidInput),  # naive
     (("t",), {"priority": 1001}, InvalidInput),
-    (("t",), {"attempts": 0}, InvalidInput),
+    (("t",), {"max_attempts": 0}, InvalidInput),
     (("t",), {"timeout": math.nan}, InvalidInput),
     (("t",), {"backoff": lambda a, e: 1}, InvalidInput),
     (("t",), {"keep_completed": -1}, InvalidInput),
+    (("t",), {"attempts": 3}, TypeError),  # one name for the attempt limit: max_attempts
 ], ids=["nan", "int-key", "datetime", "bigint", "too-large", "colon-id", "ansi-id", "int-id",
-        "task", "delay", "delay+run_at", "naive", "priority", "attempts", "timeout", "backoff",
-        "keep"])
+        "task", "delay", "delay+run_at", "naive", "priority", "max_attempts", "timeout", "backoff",
+        "keep", "attempts"])
 def test_validation(sq: shunter_sync.Queue, rclient: redis.Redis, args: tuple[Any, ...],
                     options: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error) as info:
         sq.add(*args, **options)
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, ValueError) or error is TypeError
     assert keyspace(rclient, sq) == []
 
 
@@ -264,8 +268,14 @@ def test_bad_ids_on_reads(sq: shunter_sync.Queue) -> None:
 # -- reads and cancel ---------------------------------------------------------------------------
 
 def test_get_job_not_found(sq: shunter_sync.Queue) -> None:
-    with pytest.raises(JobNotFound, match="nope"):
-        sq.get_job("nope")
+    assert sq.get_job("nope") is None
+    gone = sq.add("t", keep_failed=0)
+    assert gone.cancel() is True  # keep_failed=0: deleted as it is cancelled
+    assert sq.get_job(gone.id) is None
+    with pytest.raises(JobNotFound, match=gone.id):
+        gone.refresh()
+    with pytest.raises(JobNotFound, match=gone.id):
+        gone.wait(timeout=1)
 
 
 def test_counts_and_cancel(sq: shunter_sync.Queue, queue_name: str) -> None:
@@ -290,7 +300,7 @@ def test_counts_and_cancel(sq: shunter_sync.Queue, queue_name: str) -> None:
 
     asyncio.run(claim())
     assert sq.cancel(active.id) is False
-    assert sq.get_job(active.id).cancel_requested
+    assert active.refresh().cancel_requested
     counts = sq.counts()
     assert (counts["cancelled"], counts["active"], counts["waiting"], counts["scheduled"]) == (2, 1, 0, 0)
 
@@ -339,6 +349,104 @@ def test_burst_worker_in_thread(sq: shunter_sync.Queue, queue_name: str) -> None
     thread.join(30)
     assert results == ["A", "B", "C"] and not thread.is_alive()
     assert sq.counts()["completed"] == 3
+
+
+# -- shunter.sync.Job: blocking methods ---------------------------------------------------------
+
+def test_jobs_are_blocking(sq: shunter_sync.Queue) -> None:
+    job = sq.add("t")
+    assert isinstance(job, shunter_sync.Job) and not isinstance(job, Job)
+    assert isinstance(sq.get_job(job.id), shunter_sync.Job)
+    assert all(isinstance(j, shunter_sync.Job) for j in sq.add_bulk([{"task": "t"}]))
+    for method in ("refresh", "wait", "logs", "cancel", "replay"):
+        assert not asyncio.iscoroutinefunction(getattr(job, method))
+    assert repr(job) == f"<Job {sq.name}/{job.id} t waiting>"
+
+
+def test_job_refresh_wait_and_logs(sq: shunter_sync.Queue, thread_worker: Any) -> None:
+    def double(job: Job) -> int:
+        job.log_sync(f"doubling {job.data}")
+        job.update_progress_sync({"percent": 100})
+        return int(job.data) * 2
+
+    async def refuse(job: Job) -> None:
+        await job.log("looking")
+        raise UnrecoverableError("refused")
+
+    job = sq.add("double", 21)
+    bad = sq.add("refuse")
+    thread_worker({"double": double, "refuse": refuse})
+    wait_until(lambda: job.refresh().finished)
+    assert job.refresh() is job  # re-read in place
+    assert (job.state, job.result, job.progress) == (State.COMPLETED, 42, {"percent": 100})
+    assert job.attempts_made == 1
+    assert job.finished_at is not None and job.worker is not None
+    assert job.wait(timeout=10) == 42
+    assert job.logs() == ["doubling 21"] and job.logs(1) == []
+    with pytest.raises(JobFailed, match="UnrecoverableError: refused") as info:
+        bad.wait(timeout=10)
+    assert info.value.job is bad and bad.state is State.FAILED
+    assert bad.error is not None and bad.error.message == "refused"
+    assert bad.logs() == ["looking"]
+
+
+def test_job_cancel_and_replay(sq: shunter_sync.Queue, thread_worker: Any) -> None:
+    runs: list[str] = []
+
+    def flaky(job: Job) -> str:
+        runs.append(job.id)
+        if len(runs) == 1:
+            raise UnrecoverableError("first run fails")
+        return f"run {len(runs)}"
+
+    later = sq.add("flaky", delay=60)
+    assert later.cancel(by="ops", reason="not needed") is True
+    assert later.state is State.SCHEDULED  # a snapshot: the call does not re-read it
+    assert later.refresh().state is State.CANCELLED
+    assert (later.cancelled_by, later.cancel_reason) == ("ops", "not needed")
+    with pytest.raises(JobNotInState):
+        later.cancel()
+    with pytest.raises(JobFailed, match="cancelled by ops: not needed"):
+        later.wait(timeout=1)
+
+    job = sq.add("flaky", max_attempts=5)
+    with pytest.raises(JobNotInState):
+        job.replay()  # only failed and cancelled jobs are replayed
+    thread_worker({"flaky": flaky})
+    with pytest.raises(JobFailed, match="first run fails"):
+        job.wait(timeout=10)
+    job.replay()
+    assert job.refresh().state in (State.WAITING, State.ACTIVE, State.COMPLETED)
+    assert job.wait(timeout=10) == "run 2"
+    assert job.attempts_made == 1  # the replay started again from attempt 1
+
+    later.replay()  # a cancelled job too
+    assert later.wait(timeout=10) == "run 3"
+    assert later.cancelled_by is None
+    assert runs == [job.id, job.id, later.id]
+
+
+def test_pause_resume_counts_job_ids_settings(sq: shunter_sync.Queue, queue_name: str) -> None:
+    def burst() -> None:
+        asyncio.run(Worker(queue_name, {"t": lambda job: "done"}, REDIS_URL, lease=2)
+                    .run(burst=True, handle_signals=False))
+
+    sq.pause()
+    assert sq.counts()["paused"] == 1
+    jobs = sq.add_bulk([{"task": "t", "job_id": f"j{n}"} for n in range(3)])
+    burst()  # returns at once: a paused queue has nothing to claim
+    assert sq.job_ids("waiting") == ["j0", "j1", "j2"] and sq.job_ids(State.COMPLETED) == []
+    sq.resume()
+    assert sq.counts()["paused"] == 0
+    burst()
+    assert [j.refresh().result for j in jobs] == ["done"] * 3
+    assert sorted(sq.job_ids("completed")) == ["j0", "j1", "j2"] and sq.job_ids("waiting") == []
+    assert sq.job_ids("completed", 0, 0) == [sq.job_ids("completed")[0]]
+    counts = sq.counts()
+    assert (counts["waiting"], counts["completed"], counts["paused"]) == (0, 3, 0)
+    with pytest.raises(InvalidInput, match="unknown state"):
+        sq.job_ids("done")
+    assert sq.settings() == {"max_events": None, "max_payload_bytes": None}
 
 
 # -- threads ------------------------------------------------------------------------------------
@@ -401,10 +509,10 @@ def test_close_closes_every_connection(queue_name: str, rclient: redis.Redis) ->
     with ThreadPoolExecutor(8) as pool:  # threads at once: the blocking pool grows
         list(pool.map(lambda i: [q.add("t", i) for _ in range(20)], range(8)))
     q.add_bulk([{"task": "t"}] * 300)
-    # the jobs' async methods, in event loops that end (or time out in XREAD BLOCK)
-    assert asyncio.run(job.refresh()).data == {"n": 1}
+    # the jobs' methods use the queue's connections
+    assert job.refresh().data == {"n": 1} and job.logs() == []
     with pytest.raises(TimeoutError):
-        asyncio.run(job.wait(timeout=0.05))
+        job.wait(timeout=0.05)
     assert _connections(rclient, name) >= 1
     q.close()
     wait_until(lambda: _connections(rclient, name) == 0)
@@ -413,7 +521,7 @@ def test_close_closes_every_connection(queue_name: str, rclient: redis.Redis) ->
     # a client passed in stays open; what the queue opened itself does not
     user = redis.Redis.from_url(_named(name))
     with shunter_sync.Queue(queue_name, user) as q:
-        asyncio.run(q.add("t", job_id="mine").refresh())
+        q.add("t", job_id="mine").refresh()
     wait_until(lambda: _connections(rclient, name) == 1)
     assert user.ping()
     user.close()

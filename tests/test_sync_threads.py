@@ -71,7 +71,7 @@ async def test_a_sync_timeout_runs_from_when_its_thread_starts(queue: Queue,
     running = start_worker({"quick": quick}, concurrency=1)
     gate = threading.Event()
     busy = running.worker.threads.submit(gate.wait, 0.6)
-    job = await queue.add("quick", attempts=1, timeout=0.4)
+    job = await queue.add("quick", max_attempts=1, timeout=0.4)
     done = await settled(queue, job.id, timeout=10)
     assert busy.done()
     assert done.state is State.COMPLETED, done.error
@@ -123,11 +123,11 @@ async def test_abandoned_handlers_never_starve_new_sync_jobs(queue: Queue,
                            cancel_grace=0.05)
     worker = running.worker
     try:
-        stuck = [await queue.add("stubborn", attempts=1, timeout=0.05) for _ in range(8)]
+        stuck = [await queue.add("stubborn", max_attempts=1, timeout=0.05) for _ in range(8)]
         for job in stuck:
             assert (await settled(queue, job.id, timeout=10)).state is State.FAILED
         assert worker.threads.abandoned == 8 and worker.counters["abandoned"] == 8
-        fresh = [await queue.add("quick", attempts=1, timeout=1) for _ in range(4)]
+        fresh = [await queue.add("quick", max_attempts=1, timeout=1) for _ in range(4)]
         for job in fresh:
             done = await settled(queue, job.id, timeout=10)
             assert done.state is State.COMPLETED, done.error

@@ -113,7 +113,7 @@ async def test_always_failing_job_fails_after_exactly_n_attempts(queue: Queue,
         calls.append(job.attempt)
         raise ValueError(f"boom on attempt {job.attempt}")
 
-    job = await queue.add("broken", attempts=4, backoff=NO_WAIT)
+    job = await queue.add("broken", max_attempts=4, backoff=NO_WAIT)
     start_worker({"broken": broken})
     done = await settled(queue, job.id)
     assert done.state is State.FAILED
@@ -132,7 +132,7 @@ async def test_error_message_and_traceback_are_capped(queue: Queue, start_worker
     def huge(job: Job) -> None:
         raise RuntimeError("m" * 100_000)
 
-    job = await queue.add("huge", attempts=1)
+    job = await queue.add("huge", max_attempts=1)
     start_worker({"huge": huge})
     error = (await settled(queue, job.id)).error
     assert error is not None and error.type == "RuntimeError"
@@ -148,7 +148,7 @@ async def test_unserializable_result_fails_the_job_cleanly(queue: Queue, start_w
         calls.append(job.attempt)
         return {"when": object()}
 
-    job = await queue.add("bad", attempts=3, backoff=NO_WAIT)
+    job = await queue.add("bad", max_attempts=3, backoff=NO_WAIT)
     start_worker({"bad": bad})
     done = await settled(queue, job.id)
     assert done.state is State.FAILED and done.error is not None
@@ -165,7 +165,7 @@ async def test_handler_calling_sys_exit_does_not_stop_the_worker(queue: Queue,
     async def fine(job: Job) -> str:
         return "still here"
 
-    bad = await queue.add("leave", attempts=1)
+    bad = await queue.add("leave", max_attempts=1)
     running = start_worker({"leave": leave, "fine": fine})
     failed = await settled(queue, bad.id)
     assert failed.state is State.FAILED and failed.error is not None
@@ -316,9 +316,9 @@ async def test_close_lets_short_jobs_finish_and_hands_long_ones_back(queue: Queu
         return f"sync done by token {job.token}"
 
     tasks = {"short": short, "long_async": long_async, "long_sync": long_sync}
-    s = await queue.add("short", attempts=2)
-    la = await queue.add("long_async", attempts=2)
-    ls = await queue.add("long_sync", attempts=2)
+    s = await queue.add("short", max_attempts=2)
+    la = await queue.add("long_async", max_attempts=2)
+    ls = await queue.add("long_sync", max_attempts=2)
     first = start_worker(tasks, concurrency=4, shutdown_timeout=0.8, cancel_grace=1)
     await eventually(lambda: len(started) == 3, 5, message="all three started")
     await first.stop(timeout=10)

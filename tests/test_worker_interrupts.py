@@ -32,7 +32,7 @@ async def test_timed_out_async_job_is_a_retryable_failure(queue: Queue, start_wo
                 raise
         return "second time lucky"
 
-    job = await queue.add("slow", attempts=2, timeout=0.2, backoff=Backoff.fixed(0))
+    job = await queue.add("slow", max_attempts=2, timeout=0.2, backoff=Backoff.fixed(0))
     start_worker({"slow": slow})
     assert await job.wait(timeout=5) == "second time lucky"
     done = await queue.get_job(job.id)
@@ -53,7 +53,7 @@ async def test_timeout_comes_from_job_then_task_then_worker(queue: Queue, start_
     job_timeout = {"job": 0.2, "job_beats_task": 0.2}.get(where)
     task_timeout = {"task": 0.25, "job_beats_task": 20.0}.get(where)
     worker_timeout = 0.3 if where == "worker" else 20.0
-    job = await queue.add("slow", attempts=1, timeout=job_timeout)
+    job = await queue.add("slow", max_attempts=1, timeout=job_timeout)
     start_worker({"slow": Task(slow, timeout=task_timeout)}, job_timeout=worker_timeout)
     done = await settled(queue, job.id)
     assert done.state is State.FAILED and done.error is not None
@@ -71,7 +71,7 @@ async def test_sync_handler_ignoring_the_timeout_is_abandoned(queue: Queue, star
         saw_flag.append(job.cancelled)
         return "too late"
 
-    job = await queue.add("stubborn", attempts=1, timeout=0.2)
+    job = await queue.add("stubborn", max_attempts=1, timeout=0.2)
     running = start_worker({"stubborn": stubborn}, cancel_grace=0.2)
     started = time.monotonic()
     done = await settled(queue, job.id)
@@ -131,7 +131,7 @@ async def test_cancelling_an_active_async_job_interrupts_its_handler(queue: Queu
         return "finished"
 
     lease = 0.9
-    job = await queue.add("long", attempts=3)
+    job = await queue.add("long", max_attempts=3)
     running = start_worker({"long": long}, lease=lease)
     await eventually(started.is_set, 5)
     asked = time.monotonic()

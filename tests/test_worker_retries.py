@@ -53,7 +53,7 @@ def failing(times: int, exc: type[BaseException] = ValueError) -> tuple[dict[str
 
 async def test_fixed_backoff_spaces_the_attempts(queue: Queue, start_worker: Any) -> None:
     calls, handler = failing(99)
-    job = await queue.add("t", attempts=3, backoff=Backoff.fixed(0.3))
+    job = await queue.add("t", max_attempts=3, backoff=Backoff.fixed(0.3))
     start_worker({"t": handler})
     done = await settled(queue, job.id)
     assert done.state is State.FAILED and done.attempts_made == 3 and calls[job.id] == 3
@@ -62,7 +62,7 @@ async def test_fixed_backoff_spaces_the_attempts(queue: Queue, start_worker: Any
 
 async def test_exponential_backoff_grows_and_is_jittered(queue: Queue, start_worker: Any) -> None:
     calls, handler = failing(3)
-    job = await queue.add("t", attempts=4, backoff=Backoff.exponential(0.1, factor=2, jitter=0.5))
+    job = await queue.add("t", max_attempts=4, backoff=Backoff.exponential(0.1, factor=2, jitter=0.5))
     start_worker({"t": handler})
     assert await job.wait(timeout=10) == "ok"
     first, second, third = await retry_delays(queue.storage, job.id)
@@ -73,7 +73,7 @@ async def test_exponential_backoff_grows_and_is_jittered(queue: Queue, start_wor
 async def test_jitter_spreads_retries_and_scheduled_for_matches_the_delay(
         queue: Queue, start_worker: Any) -> None:
     _, handler = failing(99)
-    jobs = await queue.add_bulk([{"task": "t", "attempts": 2,
+    jobs = await queue.add_bulk([{"task": "t", "max_attempts": 2,
                                   "backoff": Backoff.exponential(10, jitter=0.5)}
                                  for _ in range(8)])
     start_worker({"t": handler})
@@ -98,7 +98,7 @@ async def test_jitter_spreads_retries_and_scheduled_for_matches_the_delay(
 
 async def test_schedule_backoff_repeats_its_last_entry(queue: Queue, start_worker: Any) -> None:
     calls, handler = failing(3)
-    job = await queue.add("t", attempts=5, backoff=Backoff.schedule([0.1, 0.3]))
+    job = await queue.add("t", max_attempts=5, backoff=Backoff.schedule([0.1, 0.3]))
     start_worker({"t": handler})
     assert await job.wait(timeout=10) == "ok"
     assert await retry_delays(queue.storage, job.id) == [100, 300, 300]
@@ -123,7 +123,7 @@ async def test_task_callable_backoff_sees_attempt_and_exception(queue: Queue,
             raise ValueError("second")
         return "ok"
 
-    job = await queue.add("t", attempts=3)
+    job = await queue.add("t", max_attempts=3)
     start_worker({"t": Task(handler, backoff=backoff)})
     assert await job.wait(timeout=10) == "ok"
     assert seen == [(1, "KeyError"), (2, "ValueError")] and calls[job.id] == 3
@@ -139,10 +139,10 @@ async def test_backoff_precedence_job_then_task_then_worker(queue: Queue,
     def raises(attempt: int, exc: BaseException) -> float:
         raise RuntimeError("a broken backoff falls back to the worker default")
 
-    by_worker = await queue.add("plain", attempts=2)
-    by_task = await queue.add("tasked", attempts=2)
-    by_job = await queue.add("tasked", attempts=2, backoff=Backoff.fixed(0.25))
-    fallback = await queue.add("broken", attempts=2)
+    by_worker = await queue.add("plain", max_attempts=2)
+    by_task = await queue.add("tasked", max_attempts=2)
+    by_job = await queue.add("tasked", max_attempts=2, backoff=Backoff.fixed(0.25))
+    fallback = await queue.add("broken", max_attempts=2)
     start_worker({"plain": plain, "tasked": Task(tasked, backoff=Backoff.fixed(0.15)),
                   "broken": Task(broken_backoff, backoff=raises)},
                  default_backoff=Backoff.fixed(0.05))
@@ -161,7 +161,7 @@ async def test_unrecoverable_error_fails_at_once(queue: Queue, start_worker: Any
         pass
 
     calls, handler = failing(99, Refused)
-    job = await queue.add("t", attempts=5, backoff=Backoff.fixed(0))
+    job = await queue.add("t", max_attempts=5, backoff=Backoff.fixed(0))
     start_worker({"t": handler})
     done = await settled(queue, job.id)
     assert done.state is State.FAILED and done.attempts_made == 1 and calls[job.id] == 1
@@ -183,10 +183,10 @@ async def test_worker_classifier_maps_errors(queue: Queue, start_worker: Any) ->
     calls, flaky = failing(2, ConnectionError)
     _, lookup = failing(99, KeyError)
     _, plain = failing(99, ValueError)
-    fail_now = await queue.add("forbidden", attempts=5)
-    deferred = await queue.add("flaky", attempts=1)
-    broken = await queue.add("lookup", attempts=2, backoff=Backoff.fixed(0))
-    default = await queue.add("plain", attempts=2, backoff=Backoff.fixed(0))
+    fail_now = await queue.add("forbidden", max_attempts=5)
+    deferred = await queue.add("flaky", max_attempts=1)
+    broken = await queue.add("lookup", max_attempts=2, backoff=Backoff.fixed(0))
+    default = await queue.add("plain", max_attempts=2, backoff=Backoff.fixed(0))
     start_worker({"forbidden": forbidden, "flaky": flaky, "lookup": lookup, "plain": plain},
                  classify=classify)
 
@@ -215,8 +215,8 @@ async def test_task_classifier_is_asked_before_the_worker_one(queue: Queue,
 
     calls, handler = failing(99, PermissionError)
     _, other = failing(99, ValueError)
-    retried = await queue.add("t", attempts=3, backoff=Backoff.fixed(0))
-    fell_through = await queue.add("other", attempts=3, backoff=Backoff.fixed(0))
+    retried = await queue.add("t", max_attempts=3, backoff=Backoff.fixed(0))
+    fell_through = await queue.add("other", max_attempts=3, backoff=Backoff.fixed(0))
     start_worker({"t": Task(handler, classify=task_classify),
                   "other": Task(other, classify=task_classify)}, classify=worker_classify)
     done = await settled(queue, retried.id)
@@ -235,7 +235,7 @@ async def test_retry_after_defers_without_using_an_attempt(queue: Queue, start_w
             raise RetryAfter(0.2, "rate limited")
         return f"ok after {job.deferrals} deferrals"
 
-    job = await queue.add("t", attempts=1)
+    job = await queue.add("t", max_attempts=1)
     start_worker({"t": handler})
     assert await job.wait(timeout=5) == "ok after 2 deferrals"
     done = await queue.get_job(job.id)
@@ -253,7 +253,7 @@ async def test_retry_after_past_max_deferrals_counts_as_a_failed_attempt(
         seen.append((job.attempts_made, job.deferrals))
         raise RetryAfter(0.05)
 
-    job = await queue.add("t", attempts=2, backoff=Backoff.fixed(0.1))
+    job = await queue.add("t", max_attempts=2, backoff=Backoff.fixed(0.1))
     start_worker({"t": handler}, max_deferrals=2)
     done = await settled(queue, job.id)
     assert done.state is State.FAILED and done.error is not None

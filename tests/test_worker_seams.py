@@ -45,7 +45,7 @@ async def test_hooks_see_claim_start_and_settlement(queue: Queue, start_worker: 
 
     recorder = Recorder()
     good = await queue.add("ok")
-    bad = await queue.add("boom", attempts=1)
+    bad = await queue.add("boom", max_attempts=1)
     start_worker({"ok": ok, "boom": boom}, hooks=[Broken(), recorder])
     assert (await settled(queue, good.id)).result == "fine"  # a raising hook changes nothing
     await settled(queue, bad.id)

@@ -20,6 +20,7 @@ async def settled(queue: Queue, job_id: str, timeout: float = 10.0,
 
     async def check() -> Job | None:
         job = await queue.get_job(job_id)
+        assert job is not None, f"job {job_id} is gone"
         done = job.state is state if state is not None else job.finished
         return job if done else None
 

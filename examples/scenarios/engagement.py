@@ -125,7 +125,7 @@ def plan_engagements(post: str, members: int, comments: dict[int, str], *,
         data = {"post": post, "member": member, "kind": kind, "text": comments.get(member, ""),
                 "not_before": now + delay, "time_scale": time_scale}
         entries.append({"task": TASK, "data": data, "job_id": f"{post}.{kind}.{member}",
-                        "delay": delay, "attempts": 3, "timeout": 30,
+                        "delay": delay, "max_attempts": 3, "timeout": 30,
                         "backoff": Backoff.exponential(30 * time_scale),
                         "keep_completed": KEEP_COMPLETED, "keep_failed": KEEP_FAILED})
     return entries
@@ -136,11 +136,12 @@ STATUS = {"waiting": "pending", "active": "pending", "scheduled": "scheduled",
 
 
 async def group_stats(queue: Queue, job_ids: list[str]) -> dict[str, int]:
-    """Per-post stats by status."""
+    """Per-post stats by status (a job that retention already deleted is not counted)."""
     stats = dict.fromkeys(("pending", "scheduled", "executed", "failed"), 0)
     for job_id in job_ids:
         job = await queue.get_job(job_id)
-        stats[STATUS[str(job.state)]] += 1
+        if job is not None:
+            stats[STATUS[str(job.state)]] += 1
     return stats
 
 

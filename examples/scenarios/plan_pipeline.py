@@ -95,7 +95,7 @@ async def request_plan(plans: Queue, user: str, email: str, *, time_scale: float
     return await plans.add(
         TASK, {"user": user, "email": email, "stage_seconds": stage_seconds,
                "fail_first_attempt": fail_first_attempt},
-        job_id=f"plan-{user}", attempts=3,
+        job_id=f"plan-{user}", max_attempts=3,
         backoff=Backoff.schedule([s * time_scale for s in BACKOFF_SECONDS]),
         keep_completed=KEEP_COMPLETED, keep_failed=KEEP_FAILED)
 

@@ -6,7 +6,7 @@ What it shows, mapped to the product brief:
   (``Backoff.schedule(..., spread=1)``), so an event gets 7 attempts.
 - After the schedule is exhausted the event lands in the dead-letter set (the queue's
   ``failed`` jobs), kept durably for 30 days; ``queue.replay(id)`` or
-  ``shunter retry ID --queue webhooks`` runs it again.
+  ``shunter replay ID --queue webhooks`` runs it again.
 - Idempotent by the provider's event id: the job id is ``<provider>.<event id>``, so a
   redelivered event is not enqueued twice; the handler also checks a ledger (your
   database's unique constraint) so an event retried after its side effect is not applied
@@ -84,7 +84,7 @@ def delivery(provider: str, event_id: str, kind: str, time_scale: float = 1.0) -
     """One received webhook, as an ``add_bulk`` entry keyed by the provider's event id."""
     return {
         "task": TASK, "data": {"provider": provider, "event_id": event_id, "kind": kind},
-        "job_id": f"{provider}.{event_id}", "attempts": len(SCHEDULE_SECONDS) + 1,
+        "job_id": f"{provider}.{event_id}", "max_attempts": len(SCHEDULE_SECONDS) + 1,
         "backoff": Backoff.schedule([s * time_scale for s in SCHEDULE_SECONDS],
                                     spread=JITTER_SECONDS * time_scale),
         "keep_failed": KEEP_DEAD_LETTERS,

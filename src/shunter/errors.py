@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .job import Job
+    from .job import JobSnapshot
 
 __all__ = [
     "BulkAddError",
@@ -125,13 +126,15 @@ class WrongKeyType(ShunterError):
 class BulkAddError(ShunterError):
     """``add_bulk`` stored every job it could, but not all of them.
 
-    ``jobs`` has one entry per entry given, in order: the :class:`~shunter.Job` (created, or
-    existing) or None where the job was not added; ``errors`` maps each job id that was not
+    ``jobs`` has one entry per entry given, in order: the job (created, or existing; a
+    :class:`~shunter.Job`, or a ``shunter.sync.Job`` from the blocking producer) or None
+    where the job was not added; ``errors`` maps each job id that was not
     added to its error (a :class:`WrongKeyType`). Calling ``add_bulk`` again with the same
     ids is safe: the stored ones come back with ``existing=True``.
     """
 
-    def __init__(self, queue: str, jobs: list[Job | None], errors: dict[str, Exception]) -> None:
+    def __init__(self, queue: str, jobs: Sequence[JobSnapshot | None],
+                 errors: dict[str, Exception]) -> None:
         shown = "; ".join(f"{job_id!r}: {exc}" for job_id, exc in list(errors.items())[:5])
         more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
         stored = sum(job is not None for job in jobs)

@@ -1,5 +1,9 @@
 """The Job: a snapshot of one job's hash, plus, inside a handler, the fenced writes of the
-attempt that holds it (progress, log) and the ``cancelled`` flag for sync handlers."""
+attempt that holds it (progress, log) and the ``cancelled`` flag for sync handlers.
+
+The fields and their decoding live in :class:`JobSnapshot`, shared with the blocking
+``shunter.sync.Job``; the subclasses add the methods that talk to the server.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from . import codec
 from .errors import DecodeError, InvalidInput, ShunterError
@@ -17,7 +21,7 @@ from .states import TERMINAL_STATES, State
 if TYPE_CHECKING:
     from .storage import Storage
 
-__all__ = ["Job", "JobError", "JobFailed"]
+__all__ = ["Job", "JobError", "JobFailed", "JobSnapshot"]
 
 #: Cap on one log line (bytes of UTF-8); longer lines are cut with a marker.
 MAX_LOG_LINE = 8192
@@ -66,31 +70,21 @@ def _time(fields: dict[bytes, bytes], name: bytes) -> datetime | None:
         return None
 
 
-class Job:
-    """One job. Read its fields; call :meth:`refresh` to re-read them, :meth:`wait` to wait
-    for a terminal state. Inside a handler, report with :meth:`update_progress` and
-    :meth:`log` (async) or their ``_sync`` twins (sync handlers, in worker threads)."""
+class JobSnapshot:
+    """The fields of one job's hash, decoded: what :class:`Job` (asyncio) and
+    ``shunter.sync.Job`` (blocking) have in common. It reads nothing by itself."""
 
     __slots__ = (
-        "_in_worker", "_loop", "_stop_asked", "_stop_seen", "_storage", "_token", "attempts_made", "backoff",
-        "cancel_reason", "cancel_requested", "cancelled_at", "cancelled_by", "created_at",
-        "data", "decode_error", "deferrals", "error", "existing", "finished_at", "id",
-        "max_attempts", "priority", "progress", "queue", "result", "scheduled_for",
-        "stalls", "started_at", "state", "task", "timeout", "worker",
+        "_token", "attempts_made", "backoff", "cancel_reason", "cancel_requested", "cancelled_at",
+        "cancelled_by", "created_at", "data", "decode_error", "deferrals", "error", "existing",
+        "finished_at", "id", "max_attempts", "priority", "progress", "queue", "result",
+        "scheduled_for", "stalls", "started_at", "state", "task", "timeout", "worker",
     )
 
-    def __init__(self, storage: Storage, job_id: str) -> None:
-        self._storage = storage
+    def __init__(self, queue: str, job_id: str) -> None:
         self._token: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        #: Set when a worker runs this job (progress/log allowed); _stop_asked is set on the
-        #: loop and read from handler threads: a plain bool is enough under the GIL.
-        self._in_worker = False
-        self._stop_asked = False
-        #: The handler read ``cancelled`` as True: whatever it returns next is unfinished work.
-        self._stop_seen = False
         self.id = job_id
-        self.queue = storage.keys.name
+        self.queue = queue
         #: True when ``add`` found this id already present and returned that job instead.
         self.existing = False
         self.decode_error: str | None = None
@@ -120,7 +114,7 @@ class Job:
         self.progress: Any = None
         self.worker: str | None = None
 
-    def _load(self, fields: dict[bytes, bytes]) -> Job:
+    def _load(self, fields: dict[bytes, bytes]) -> Self:
         """Fill from an HGETALL reply. Undecodable fields leave ``decode_error`` set (the
         worker fails such a job without running it) instead of raising here."""
         self._clear()
@@ -167,13 +161,43 @@ class Job:
         return self
 
     def __repr__(self) -> str:
-        return f"<Job {self.queue}/{self.id} {self.task} {self.state}>"
+        return f"<{type(self).__name__} {self.queue}/{self.id} {self.task} {self.state}>"
 
     @property
     def attempt(self) -> int:
         """While the job runs: the number of the running attempt (1-based). Before a run,
         the number of the next one."""
         return self.attempts_made + 1
+
+    @property
+    def finished(self) -> bool:
+        """True when the job is in a terminal state."""
+        return self.state in TERMINAL_STATES
+
+    def _outcome(self) -> Any:
+        """The end of a ``wait`` on a finished job: its result, or :class:`JobFailed`."""
+        if self.state is State.COMPLETED:
+            return self.result
+        raise JobFailed(self)
+
+
+class Job(JobSnapshot):
+    """One job. Read its fields; call :meth:`refresh` to re-read them, :meth:`wait` to wait
+    for a terminal state. Inside a handler, report with :meth:`update_progress` and
+    :meth:`log` (async) or their ``_sync`` twins (sync handlers, in worker threads)."""
+
+    __slots__ = ("_in_worker", "_loop", "_stop_asked", "_stop_seen", "_storage")
+
+    def __init__(self, storage: Storage, job_id: str) -> None:
+        super().__init__(storage.keys.name, job_id)
+        self._storage = storage
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Set when a worker runs this job (progress/log allowed); _stop_asked is set on the
+        #: loop and read from handler threads: a plain bool is enough under the GIL.
+        self._in_worker = False
+        self._stop_asked = False
+        #: The handler read ``cancelled`` as True: whatever it returns next is unfinished work.
+        self._stop_seen = False
 
     @property
     def token(self) -> int | None:
@@ -188,11 +212,6 @@ class Job:
             return False
         self._stop_seen = True
         return True
-
-    @property
-    def finished(self) -> bool:
-        """True when the job is in a terminal state."""
-        return self.state in TERMINAL_STATES
 
     async def refresh(self) -> Job:
         """Re-read the job from Redis; raises :class:`~shunter.errors.JobNotFound` if it is gone."""
@@ -215,9 +234,7 @@ class Job:
         while True:
             await self.refresh()
             if self.finished:
-                if self.state is State.COMPLETED:
-                    return self.result
-                raise JobFailed(self)
+                return self._outcome()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"job {self.id!r} still {self.state} after {timeout}s")
@@ -274,9 +291,10 @@ class Job:
 
 
 class JobFailed(ShunterError):
-    """Raised by :meth:`Job.wait` when the job ended failed or cancelled."""
+    """Raised by :meth:`Job.wait` (and the blocking waits of :mod:`shunter.sync`) when the
+    job ended failed or cancelled; ``job`` is its final snapshot."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: JobSnapshot) -> None:
         if job.state is State.CANCELLED:
             detail = f"cancelled by {job.cancelled_by or '?'}: {job.cancel_reason or ''}".rstrip(": ")
         else:

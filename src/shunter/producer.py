@@ -1,9 +1,10 @@
 """Validating and encoding ``add`` requests into :class:`~shunter.storage.JobSpec`, and
-turning what the enqueue script did into the :class:`~shunter.Job` objects ``add`` returns.
+turning what the enqueue script did into the jobs ``add`` returns.
 
 Shared by the asyncio :class:`~shunter.queue.Queue` and the blocking
 :class:`shunter.sync.Queue`, so both reject the same bad input with the same errors,
-before anything is written, and return the same jobs.
+before anything is written, and return the same jobs (each its own kind of job:
+:class:`~shunter.Job` or ``shunter.sync.Job``).
 """
 
 from __future__ import annotations
@@ -11,29 +12,32 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from . import codec
 from .errors import BulkAddError, InvalidInput
-from .job import Job
+from .job import JobSnapshot
 from .options import DEFAULT_BACKOFF, DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .storage import Enqueued, JobSpec, Storage
+from .storage import Enqueued, JobSpec
 
-__all__ = ["ADD_OPTIONS", "DEFAULT_ATTEMPTS", "DEFAULT_BACKOFF", "added_job", "added_jobs",
+__all__ = ["ADD_OPTIONS", "DEFAULT_BACKOFF", "DEFAULT_MAX_ATTEMPTS", "added_job", "added_jobs",
            "build_spec", "spec_from_mapping"]
 
-#: Attempts when ``add`` is not told otherwise.
-DEFAULT_ATTEMPTS = 3
+#: ``max_attempts`` when ``add`` is not told otherwise.
+DEFAULT_MAX_ATTEMPTS = 3
 
 MAX_ATTEMPTS = 1000
 MAX_PRIORITY = 1000
 MAX_DELAY = 366 * 86400.0
 MAX_TIMEOUT = 7 * 86400.0
 
+#: The kind of job a producer hands out: :class:`~shunter.Job` or ``shunter.sync.Job``.
+J = TypeVar("J", bound=JobSnapshot)
+
 ADD_OPTIONS = frozenset({
-    "job_id", "delay", "run_at", "priority", "attempts", "backoff", "timeout",
+    "job_id", "delay", "run_at", "priority", "max_attempts", "backoff", "timeout",
     "keep_completed", "keep_failed",
 })
 
@@ -79,7 +83,7 @@ def _when(delay: float | None, run_at: datetime | None) -> tuple[int, int | None
 
 def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
                delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
-               attempts: int = DEFAULT_ATTEMPTS, backoff: Backoff | None = None,
+               max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff: Backoff | None = None,
                timeout: float | None = None,
                keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
                keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
@@ -96,7 +100,7 @@ def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
         "task", task,
         "data", codec.dumps(data, "payload", max_payload_bytes),
         "priority", priority,
-        "max_attempts", _int_in(attempts, "attempts", 1, MAX_ATTEMPTS),
+        "max_attempts", _int_in(max_attempts, "max_attempts", 1, MAX_ATTEMPTS),
         "keep_completed", _keep(keep_completed, "keep_completed"),
         "keep_failed", _keep(keep_failed, "keep_failed"),
     ]
@@ -139,11 +143,12 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def added_job(storage: Storage, spec: JobSpec, result: Enqueued) -> Job:
-    """The :class:`Job` that ``add`` returns, with the fields as stored. A new job's are
-    known here (the script returns only its server time and due time, so the hot path
-    reads nothing back); an existing id's come from the hash the script returned."""
-    job = Job(storage, spec.job_id)
+def added_job(make: Callable[[str], J], spec: JobSpec, result: Enqueued) -> J:
+    """The job that ``add`` returns (``make(job_id)`` builds an empty one), with the fields
+    as stored. A new job's are known here (the script returns only its server time and due
+    time, so the hot path reads nothing back); an existing id's come from the hash the
+    script returned."""
+    job = make(spec.job_id)
     if not result.created:
         job._load(result.fields or {})
         job.existing = True
@@ -165,18 +170,18 @@ def added_job(storage: Storage, spec: JobSpec, result: Enqueued) -> Job:
     return job
 
 
-def added_jobs(storage: Storage, specs: Sequence[JobSpec],
-               results: Sequence[Enqueued | Exception]) -> list[Job]:
-    """The Jobs that ``add_bulk`` returns, one per spec; raises :class:`BulkAddError`
+def added_jobs(make: Callable[[str], J], queue: str, specs: Sequence[JobSpec],
+               results: Sequence[Enqueued | Exception]) -> list[J]:
+    """The jobs that ``add_bulk`` returns, one per spec; raises :class:`BulkAddError`
     (which carries them) when some were not added, after the others were stored."""
-    jobs: list[Job | None] = []
+    jobs: list[J | None] = []
     errors: dict[str, Exception] = {}
     for spec, result in zip(specs, results, strict=True):
         if isinstance(result, Exception):
             jobs.append(None)
             errors.setdefault(spec.job_id, result)
         else:
-            jobs.append(added_job(storage, spec, result))
+            jobs.append(added_job(make, spec, result))
     if errors:
-        raise BulkAddError(storage.keys.name, jobs, errors)
-    return cast(list[Job], jobs)
+        raise BulkAddError(queue, jobs, errors)
+    return cast(list[J], jobs)

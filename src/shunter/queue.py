@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from . import codec
-from .errors import InvalidInput
+from .errors import InvalidInput, JobNotFound
 from .job import Job
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .producer import DEFAULT_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
+from .producer import DEFAULT_MAX_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
 from .states import State
 from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, Counts, Storage, validate_limits
 from .storage.connection import RedisLike, async_client
@@ -79,7 +79,7 @@ class Queue:
 
     async def add(self, task: str, data: Any = None, *, job_id: str | None = None,
                   delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
-                  attempts: int = DEFAULT_ATTEMPTS, backoff: Backoff | None = None,
+                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff: Backoff | None = None,
                   timeout: float | None = None,
                   keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
                   keep_failed: Retention | int = DEFAULT_KEEP_FAILED) -> Job:
@@ -91,7 +91,7 @@ class Queue:
           nothing is written.
         - ``delay`` (seconds) or ``run_at`` (aware datetime): run no earlier than that.
         - ``priority``: -1000..1000, higher runs first; FIFO within a priority.
-        - ``attempts``: runs allowed before the job fails (1..1000).
+        - ``max_attempts``: runs allowed before the job fails (1..1000).
         - ``backoff``: delay between attempts (default: the task's, else exponential from 5 s
           with ±50 % jitter).
         - ``timeout``: seconds one attempt may run (default: the task's, else the worker's).
@@ -105,10 +105,10 @@ class Queue:
         if not self._settings_read:
             await self._settings()
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
-                          attempts=attempts, backoff=backoff, timeout=timeout,
+                          max_attempts=max_attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed,
                           max_payload_bytes=self.storage.max_payload_bytes)
-        return added_job(self.storage, spec, await self.storage.enqueue(spec))
+        return added_job(self._job, spec, await self.storage.enqueue(spec))
 
     async def add_bulk(self, entries: Iterable[Mapping[str, Any]]) -> list[Job]:
         """Enqueue many jobs in one pipelined round trip; one :class:`Job` per entry, in
@@ -127,12 +127,20 @@ class Queue:
             raise InvalidInput(f"add_bulk takes at most {MAX_BULK} jobs per call, got {len(specs)}")
         if not specs:
             return []
-        return added_jobs(self.storage, specs, await self.storage.enqueue_many(specs))
+        return added_jobs(self._job, self.name, specs, await self.storage.enqueue_many(specs))
 
-    async def get_job(self, job_id: str) -> Job:
-        """The job with this id; raises :class:`~shunter.errors.JobNotFound`."""
+    def _job(self, job_id: str) -> Job:
+        return Job(self.storage, job_id)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id as stored now, or None if there is none (never added, or
+        deleted since: retention, ``drain``, ``clean``). ``refresh`` and ``wait`` of the
+        job it returns raise :class:`~shunter.errors.JobNotFound` once it is gone."""
         codec.validate_job_id(job_id)
-        return await Job(self.storage, job_id).refresh()
+        try:
+            return await self._job(job_id).refresh()
+        except JobNotFound:
+            return None
 
     async def counts(self) -> Counts:
         """Jobs per state, plus ``paused`` (1 or 0)."""
@@ -187,7 +195,7 @@ class Queue:
         (returns False: the job becomes ``cancelled`` when the worker confirms, or when its
         lease expires). Finished jobs raise :class:`~shunter.errors.JobNotInState`."""
         codec.validate_job_id(job_id)
-        return await self.storage.cancel(job_id, str(by)[:200], str(reason)[:1000])
+        return await self.storage.cancel(job_id, by, reason)
 
     async def replay(self, job_id: str) -> None:
         """Run a failed or cancelled job again from attempt 1 (dead-letter replay)."""

@@ -1,14 +1,11 @@
-"""A blocking producer for sync code (Django, Flask, scripts): ``shunter.sync.Queue``.
+"""The blocking producer for sync code (Django, Flask, scripts): ``shunter.sync.Queue`` and
+the jobs it hands out, ``shunter.sync.Job``.
 
 Same validation and the same Lua scripts as the asyncio :class:`shunter.Queue`, over a
-blocking redis-py client; safe to share between threads. Jobs it returns are snapshots;
-call :meth:`Queue.get_job` again to see a newer state, or :meth:`Queue.wait` to block
-until a job finishes.
-
-Their async methods (``await job.refresh()``) run over an asyncio twin of the client whose
-connections close after each command: a pooled asyncio connection belongs to the event
-loop that opened it, and once that loop has ended (``asyncio.run``) nothing can close it,
-so a pool would leave a socket open per loop until the process exits.
+blocking redis-py client through :class:`~shunter.storage.BlockingStorage`; safe to share
+between threads. A :class:`Job` has the fields of :class:`shunter.Job` (one decoder:
+:class:`~shunter.job.JobSnapshot`) and blocking methods: ``refresh``, ``wait``, ``logs``,
+``cancel``, ``replay``. Nothing here needs an event loop.
 """
 
 from __future__ import annotations
@@ -19,13 +16,12 @@ from datetime import datetime
 from typing import Any
 
 import redis as redis_lib
-from redis import asyncio as redis_asyncio
 
 from . import codec
-from .errors import InvalidInput
-from .job import Job, JobFailed
+from .errors import InvalidInput, JobNotFound
+from .job import JobSnapshot
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .producer import DEFAULT_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
+from .producer import DEFAULT_MAX_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
 from .queue import MAX_BULK
 from .states import State
 from .storage import (
@@ -33,28 +29,70 @@ from .storage import (
     DEFAULT_MAX_PAYLOAD,
     BlockingStorage,
     Counts,
-    Storage,
     validate_limits,
 )
-from .storage.connection import async_twin, resolve_url
+from .storage.connection import sync_client
 
-__all__ = ["Queue"]
+__all__ = ["Job", "Queue"]
 
 
-class _ConnectionPerCall(redis_asyncio.ConnectionPool):
-    """An asyncio pool that keeps no idle connection (see the module docstring)."""
+class Job(JobSnapshot):
+    """A job as :class:`Queue` reads it: the fields of :class:`shunter.Job`, with blocking
+    methods. It is a snapshot: :meth:`refresh` re-reads it, :meth:`wait` blocks until it
+    finishes. :meth:`cancel` and :meth:`replay` change the job on the server, not this
+    snapshot (``refresh`` shows the new state)."""
 
-    async def release(self, connection: Any) -> None:
-        try:
-            await connection.disconnect()
-        finally:
-            await super().release(connection)
+    __slots__ = ("_storage",)
+
+    def __init__(self, storage: BlockingStorage, job_id: str) -> None:
+        super().__init__(storage.keys.name, job_id)
+        self._storage = storage
+
+    def refresh(self) -> Job:
+        """Re-read the job; raises :class:`~shunter.errors.JobNotFound` if it is gone."""
+        return self._load(self._storage.job_fields(self.id))
+
+    def wait(self, timeout: float | None = None, poll: float = 0.05) -> Any:
+        """Block until the job is completed, failed or cancelled; return the result.
+
+        Raises :class:`~shunter.JobFailed` if it failed or was cancelled,
+        :class:`TimeoutError` if ``timeout`` seconds pass first, and
+        :class:`~shunter.errors.JobNotFound` if the job is gone. Re-reads the job every
+        ``poll`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.refresh()
+            if self.finished:
+                return self._outcome()
+            pause = poll
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"job {self.id!r} still {self.state} after {timeout}s")
+                pause = min(poll, left)
+            time.sleep(pause)
+
+    def logs(self, start: int = 0, end: int = -1) -> list[str]:
+        """The job's log lines, oldest first (``start``/``end`` inclusive, as in LRANGE)."""
+        return self._storage.logs(self.id, start, end)
+
+    def cancel(self, *, by: str = "", reason: str = "") -> bool:
+        """As :meth:`shunter.Queue.cancel`: True if the job was cancelled now, False if it is
+        active and its worker was asked to stop it."""
+        return self._storage.cancel(self.id, by, reason)
+
+    def replay(self) -> None:
+        """As :meth:`shunter.Queue.replay`: a failed or cancelled job runs again from
+        attempt 1; :class:`~shunter.errors.JobNotInState` otherwise."""
+        self._storage.replay(self.id)
 
 
 class Queue:
-    """Blocking twin of :class:`shunter.Queue` for producers: ``add``, ``add_bulk``,
-    ``get_job``, ``wait``, ``counts``, ``cancel``. ``redis`` is a URL, a blocking
-    ``redis.Redis`` client (used as is, not closed by us), or None for the same default as
+    """Blocking twin of :class:`shunter.Queue` for producers and scripts: ``add``,
+    ``add_bulk``, ``get_job``, ``wait``, ``counts``, ``job_ids``, ``cancel``, ``replay``,
+    ``pause``, ``resume``, ``settings``. ``redis`` is a URL, a blocking ``redis.Redis``
+    client (used as is, not closed by us), or None for the same default as
     :class:`shunter.Queue`. ``close()`` (or leaving a ``with`` block) closes every
     connection the queue opened."""
 
@@ -66,32 +104,29 @@ class Queue:
         if isinstance(redis, redis_lib.Redis):
             self._client, self._owned = redis, False
         else:
-            url = resolve_url(redis)
-            self._client, self._owned = redis_lib.Redis.from_url(url, decode_responses=False), True
-        # Jobs carry an asyncio Storage so `await job.refresh()` works where there is a loop;
-        # it connects only while a command runs.
-        twin = async_twin(self._client, pool_class=_ConnectionPerCall)
-        self._jobs_storage = Storage(twin, name, max_events=max_events,
-                                     max_payload_bytes=max_payload_bytes)
-        self.keys = self._jobs_storage.keys
+            self._client, self._owned = sync_client(redis), True
         self._storage = BlockingStorage(self._client, name, max_events=max_events)
+        self.keys = self._storage.keys
         self.max_events = max_events
         self.max_payload_bytes = max_payload_bytes
         self._settings_read = False
 
-    def _settings(self) -> None:
+    def _adopt_settings(self) -> None:
         """Adopt the queue's stored caps (``shunter.Queue.configure``) before the first add."""
         if not self._settings_read:
-            stored = self._storage.load_settings()
-            self.max_events = self._storage.max_events
-            if stored["max_payload_bytes"] is not None:
-                self.max_payload_bytes = stored["max_payload_bytes"]
-            self._jobs_storage.adopt(stored)
-            self._settings_read = True
+            self.settings()
+
+    def settings(self) -> dict[str, int | None]:
+        """The queue's stored caps, as :meth:`shunter.Queue.settings` (and adopts them)."""
+        stored = self._storage.load_settings()
+        self.max_events = self._storage.max_events
+        if stored["max_payload_bytes"] is not None:
+            self.max_payload_bytes = stored["max_payload_bytes"]
+        self._settings_read = True
+        return stored
 
     def close(self) -> None:
-        """Close the connections this queue opened (a client passed in is left open). The
-        asyncio twin holds none between commands, so there is nothing of it to close."""
+        """Close the connections this queue opened (a client passed in is left open)."""
         if self._owned:
             self._client.close()
 
@@ -101,57 +136,77 @@ class Queue:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _job(self, job_id: str) -> Job:
+        return Job(self._storage, job_id)
+
     def add(self, task: str, data: Any = None, *, job_id: str | None = None,
             delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
-            attempts: int = DEFAULT_ATTEMPTS, backoff: Backoff | None = None,
+            max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff: Backoff | None = None,
             timeout: float | None = None,
             keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
             keep_failed: Retention | int = DEFAULT_KEEP_FAILED) -> Job:
         """Enqueue one job; the options, the job returned and the errors are those of
         :meth:`shunter.Queue.add`."""
-        self._settings()
+        self._adopt_settings()
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
-                          attempts=attempts, backoff=backoff, timeout=timeout,
+                          max_attempts=max_attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed,
                           max_payload_bytes=self.max_payload_bytes)
-        return added_job(self._jobs_storage, spec, self._storage.enqueue(spec))
+        return added_job(self._job, spec, self._storage.enqueue(spec))
 
     def add_bulk(self, entries: Iterable[Mapping[str, Any]]) -> list[Job]:
         """Enqueue many jobs in one pipelined round trip (all validated first); the jobs
         returned and the errors (:class:`~shunter.errors.BulkAddError` when some jobs were
         not added and the others were) are those of :meth:`shunter.Queue.add_bulk`."""
-        self._settings()
+        self._adopt_settings()
         specs = [spec_from_mapping(e, self.max_payload_bytes) for e in entries]
         if len(specs) > MAX_BULK:
             raise InvalidInput(f"add_bulk takes at most {MAX_BULK} jobs per call, got {len(specs)}")
         if not specs:
             return []
-        return added_jobs(self._jobs_storage, specs, self._storage.enqueue_many(specs))
+        return added_jobs(self._job, self.name, specs, self._storage.enqueue_many(specs))
 
-    def get_job(self, job_id: str) -> Job:
-        """A snapshot of the job; raises :class:`~shunter.errors.JobNotFound`."""
+    def get_job(self, job_id: str) -> Job | None:
+        """The job as stored now, or None if there is none (as :meth:`shunter.Queue.get_job`)."""
         codec.validate_job_id(job_id)
-        return Job(self._jobs_storage, job_id)._load(self._storage.job_fields(job_id))
+        try:
+            return self._job(job_id).refresh()
+        except JobNotFound:
+            return None
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.05) -> Any:
-        """Block until the job finishes; return its result (raises :class:`JobFailed` or
-        :class:`TimeoutError`). Polls every ``poll`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            job = self.get_job(job_id)
-            if job.finished:
-                if job.state is State.COMPLETED:
-                    return job.result
-                raise JobFailed(job)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id!r} still {job.state} after {timeout}s")
-            time.sleep(poll)
+        """Block until the job finishes and return its result: :meth:`Job.wait` (raises
+        :class:`~shunter.JobFailed`, :class:`TimeoutError`, or
+        :class:`~shunter.errors.JobNotFound` for an unknown id)."""
+        codec.validate_job_id(job_id)
+        return self._job(job_id).wait(timeout, poll)
 
     def counts(self) -> Counts:
         """Jobs per state, plus ``paused``."""
         return self._storage.counts()
 
+    def job_ids(self, state: State | str, start: int = 0, end: int = -1) -> list[str]:
+        """As :meth:`shunter.Queue.job_ids`."""
+        try:
+            wanted = State(state)
+        except ValueError:
+            raise InvalidInput(f"unknown state {state!r}; one of {', '.join(State)}") from None
+        return self._storage.job_ids(wanted, start, end)
+
     def cancel(self, job_id: str, *, by: str = "", reason: str = "") -> bool:
         """As :meth:`shunter.Queue.cancel`."""
         codec.validate_job_id(job_id)
-        return self._storage.cancel(job_id, str(by)[:200], str(reason)[:1000])
+        return self._storage.cancel(job_id, by, reason)
+
+    def replay(self, job_id: str) -> None:
+        """As :meth:`shunter.Queue.replay`."""
+        codec.validate_job_id(job_id)
+        self._storage.replay(job_id)
+
+    def pause(self) -> None:
+        """As :meth:`shunter.Queue.pause`."""
+        self._storage.pause()
+
+    def resume(self) -> None:
+        """As :meth:`shunter.Queue.resume`."""
+        self._storage.resume()

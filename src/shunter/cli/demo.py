@@ -187,7 +187,7 @@ def _summary(console: Console, reports: list[dict[str, Any]], seconds: float) ->
         f"plans: enqueue answered in {plans['max_enqueue_ms']} ms at most; a second request "
         f"for a user with a plan in progress returned the existing job ({plans['duplicates']})",
         f"webhooks: retry schedule 5 s … 1 h compressed to {hooks['schedule']} s; dead letters "
-        f"(replay with `shunter retry`): {', '.join(hooks['dead_letter_ids'])}",
+        f"(replay with `shunter replay`): {', '.join(hooks['dead_letter_ids'])}",
         f"engagement: per-post stats {engage['stats']}; rejected: {engage['rejected']}",
         "not yet: per-key rate limits (3 engagements per post per hour) come in a later issue",
     ]

@@ -1,4 +1,4 @@
-"""Job and queue commands: enqueue, jobs, job, retry, cancel, pause, resume, clean."""
+"""Job and queue commands: enqueue, jobs, job, replay, cancel, pause, resume, clean."""
 
 from __future__ import annotations
 
@@ -63,18 +63,19 @@ def _print_json(value: Any) -> None:
               help="The payload, as JSON.")
 @click.option("--delay", type=duration, help="Run no earlier than this from now (90, 30s, 5m, 1h).")
 @click.option("--job-id", help="Your own id; if a job with this id exists, nothing is enqueued.")
-@click.option("--attempts", type=click.IntRange(1, 1000), default=3, show_default=True)
+@click.option("--max-attempts", type=click.IntRange(1, 1000), default=3, show_default=True,
+              help="Runs allowed before the job fails.")
 @click.option("--priority", type=click.IntRange(-1000, 1000), default=0, show_default=True,
               help="Higher runs first.")
 @click.option("--timeout", type=duration, help="Seconds one attempt may run.")
 @redis_option
 def enqueue(queue_name: str, task: str, data: Any, delay: float | None, job_id: str | None,
-            attempts: int, priority: int, timeout: float | None, redis_url: str | None) -> None:
+            max_attempts: int, priority: int, timeout: float | None, redis_url: str | None) -> None:
     """Add a job to QUEUE for TASK. Prints the job id on stdout."""
     async def go() -> Job:
         async with Queue(queue_name, resolve(redis_url)) as queue:
             return await queue.add(task, data, job_id=job_id, delay=delay, priority=priority,
-                                   attempts=attempts, timeout=timeout)
+                                   max_attempts=max_attempts, timeout=timeout)
 
     job = run(go())
     print(job.id)
@@ -99,8 +100,8 @@ def list_jobs(queue_name: str, state: str | None, limit: int, as_json: bool,
     async def go() -> list[Job]:
         async with Queue(queue_name, resolve(redis_url)) as queue:
             ids = [i for s in states for i in await queue.job_ids(s, 0, limit - 1)]
-            found = await asyncio.gather(*(queue.get_job(i) for i in ids), return_exceptions=True)
-        return [j for j in found if isinstance(j, Job)]  # a job removed meanwhile is skipped
+            found = await asyncio.gather(*(queue.get_job(i) for i in ids))
+        return [j for j in found if j is not None]  # a job removed meanwhile is skipped
 
     found = run(go())
     if as_json:
@@ -132,6 +133,8 @@ def show_job(job_id: str, queue_name: str, as_json: bool, log_lines: int,
     async def go() -> tuple[Job, list[str]]:
         async with Queue(queue_name, resolve(redis_url)) as queue:
             job = await queue.get_job(job_id)
+            if job is None:
+                raise JobNotFound(queue_name, job_id)
             return job, (await job.logs(-log_lines, -1) if log_lines else [])
 
     job, logs = run(go())
@@ -181,13 +184,13 @@ def _each(ids: tuple[str, ...], queue_name: str, redis_url: str | None, verb: st
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
 @queue_option
 @redis_option
-def retry(job_ids: tuple[str, ...], queue_name: str, redis_url: str | None) -> int:
+def replay(job_ids: tuple[str, ...], queue_name: str, redis_url: str | None) -> int:
     """Run failed or cancelled jobs again from attempt 1 (dead-letter replay)."""
     async def act(queue: Queue, job_id: str) -> str:
         await queue.replay(job_id)
         return f"replayed {job_id}: waiting"
 
-    return _each(job_ids, queue_name, redis_url, "retry", act)
+    return _each(job_ids, queue_name, redis_url, "replay", act)
 
 
 @click.command()
@@ -250,4 +253,4 @@ def clean(queue_name: str, state: str, older_than: float, limit: int | None,
     console.print(f"deleted {removed} {state} job{'s' * (removed != 1)} from {queue_name}")
 
 
-COMMANDS = (enqueue, list_jobs, show_job, retry, cancel, pause, resume, clean)
+COMMANDS = (enqueue, list_jobs, show_job, replay, cancel, pause, resume, clean)

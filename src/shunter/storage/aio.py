@@ -15,20 +15,26 @@ from typing import Any, TypeVar
 import redis.asyncio
 from redis.exceptions import NoScriptError
 
-from ..errors import InvalidInput, JobNotFound
+from ..errors import InvalidInput
 from ..states import State
 from . import calls
 from .heartbeats import Heartbeats
 from .keys import QueueKeys
-from .model import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, ClaimResult, Counts, Enqueued, JobSpec
+from .model import (
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_MAX_PAYLOAD,
+    FINISHED,
+    ClaimResult,
+    Counts,
+    Enqueued,
+    JobSpec,
+)
 from .scripts import SCRIPTS, Arg
 from .streams import EventStream
 
 __all__ = ["Storage"]
 
 T = TypeVar("T")
-
-FINISHED = (State.COMPLETED, State.FAILED, State.CANCELLED)
 
 
 def block_limit(client: Any) -> float:
@@ -186,18 +192,14 @@ class Storage:
         return int(reply[0])  # reply[1]: 0 when another worker holds the lock
 
     async def replay(self, job_id: str) -> None:
-        k = self.keys
-        await self._fenced("replay", job_id,
-                           [k.failed, k.cancelled, k.waiting, k.meta, k.events, k.marker],
-                           [k.prefix, job_id, self.max_events])
+        await self.run(calls.replay(self.keys, job_id, self.max_events))
 
     # -- queue operations ----------------------------------------------------------------
     async def pause(self) -> None:
-        await self.run(calls.Script("pause", [self.keys.meta, self.keys.events], [self.max_events]))
+        await self.run(calls.pause(self.keys, self.max_events))
 
     async def resume(self) -> None:
-        k = self.keys
-        await self.run(calls.Script("resume", [k.meta, k.events, k.marker], [self.max_events]))
+        await self.run(calls.resume(self.keys, self.max_events))
 
     async def drain(self, limit: int = 1000) -> int:
         k = self.keys
@@ -262,26 +264,18 @@ class Storage:
             self.max_payload_bytes = stored["max_payload_bytes"]
 
     async def job_fields(self, job_id: str) -> dict[bytes, bytes]:
-        fields: dict[bytes, bytes] = await self._raw.hgetall(self.keys.job(job_id))
-        if not fields:
-            raise JobNotFound(self.keys.name, job_id)
-        return fields
+        """The job's hash; raises :class:`~shunter.errors.JobNotFound` when there is none."""
+        return await self.pipeline(calls.job_fields(self.keys, job_id))
 
     async def counts(self) -> Counts:
         return await self.pipeline(calls.counts(self.keys))
 
     async def job_ids(self, state: State, start: int = 0, end: int = -1) -> list[str]:
         """Ids in one state's index (finished states newest first)."""
-        key = self.keys.index(state)
-        if state in FINISHED:
-            raw = await self._raw.zrevrange(key, start, end)
-        else:
-            raw = await self._raw.zrange(key, start, end)
-        return [r.decode() for r in raw]
+        return await self.pipeline(calls.job_ids(self.keys, state, start, end))
 
     async def logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
-        raw = await self._raw.lrange(self.keys.logs(job_id), start, end)
-        return [r.decode("utf-8", "replace") for r in raw]
+        return await self.pipeline(calls.logs(self.keys, job_id, start, end))
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Block until a producer (or a retry, resume, rescue) signals work, or ``timeout``

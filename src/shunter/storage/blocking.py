@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
-from ..errors import JobNotFound
+from ..states import State
 from . import calls
 from .keys import QueueKeys
 from .model import DEFAULT_MAX_EVENTS, Counts, Enqueued, JobSpec
@@ -74,7 +74,18 @@ class BlockingStorage:
         return self.run(calls.renew(keys, lease_ms, held)) if held else []
 
     def cancel(self, job_id: str, by: str, reason: str) -> bool:
+        """As :meth:`Storage.cancel`."""
         return self.run(calls.cancel(self.keys, job_id, by, reason, self.max_events))
+
+    def replay(self, job_id: str) -> None:
+        """As :meth:`Storage.replay`."""
+        self.run(calls.replay(self.keys, job_id, self.max_events))
+
+    def pause(self) -> None:
+        self.run(calls.pause(self.keys, self.max_events))
+
+    def resume(self) -> None:
+        self.run(calls.resume(self.keys, self.max_events))
 
     def counts(self) -> Counts:
         return self.pipeline(calls.counts(self.keys))
@@ -87,10 +98,15 @@ class BlockingStorage:
         return stored
 
     def job_fields(self, job_id: str) -> dict[bytes, bytes]:
-        fields: dict[bytes, bytes] = self._raw.hgetall(self.keys.job(job_id))
-        if not fields:
-            raise JobNotFound(self.keys.name, job_id)
-        return fields
+        """As :meth:`Storage.job_fields` (``JobNotFound`` when there is no such job)."""
+        return self.pipeline(calls.job_fields(self.keys, job_id))
+
+    def job_ids(self, state: State, start: int = 0, end: int = -1) -> list[str]:
+        """As :meth:`Storage.job_ids`."""
+        return self.pipeline(calls.job_ids(self.keys, state, start, end))
+
+    def logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
+        return self.pipeline(calls.logs(self.keys, job_id, start, end))
 
     def close(self) -> None:
         self.client.close()

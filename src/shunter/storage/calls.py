@@ -23,12 +23,13 @@ from ..errors import (
 )
 from ..states import State
 from .keys import QueueKeys
-from .model import COUNTED, ClaimResult, Counts, Enqueued, JobSpec
+from .model import COUNTED, FINISHED, ClaimResult, Counts, Enqueued, JobSpec
 from .scripts import CLAIM_FIELDS, Arg
 
 __all__ = [
     "ENQUEUE_CHUNK", "Commands", "Script", "cancel", "chunks", "claim", "complete", "counts",
-    "enqueue", "enqueue_many", "enqueue_replies", "fenced", "raise_for", "renew",
+    "enqueue", "enqueue_many", "enqueue_replies", "fenced", "job_fields", "job_ids", "logs",
+    "pause", "raise_for", "renew", "replay", "resume",
 ]
 
 T = TypeVar("T")
@@ -211,11 +212,31 @@ def renew(k: QueueKeys, lease_ms: int, held: Sequence[tuple[str, int]]) -> Scrip
 
 # -- admin -------------------------------------------------------------------------------------
 
+#: Caps on the ``by`` and ``reason`` a cancel stores (characters; longer ones are cut).
+MAX_CANCELLED_BY = 200
+MAX_CANCEL_REASON = 1000
+
+
 def cancel(k: QueueKeys, job_id: str, by: str, reason: str, maxev: int) -> Script[bool]:
     """True if cancelled now; False if the job is active and its worker was asked."""
     call = fenced("cancel", k, job_id, [k.waiting, k.scheduled, k.cancelled, k.events],
-                  [k.prefix, job_id, by, reason, maxev])
+                  [k.prefix, job_id, str(by)[:MAX_CANCELLED_BY], str(reason)[:MAX_CANCEL_REASON],
+                   maxev])
     return Script(call.name, call.keys, call.args, lambda reply: call.parse(reply) == 1)
+
+
+def replay(k: QueueKeys, job_id: str, maxev: int) -> Script[int]:
+    """A failed or cancelled job back to waiting with fresh attempts (dead-letter replay)."""
+    return fenced("replay", k, job_id, [k.failed, k.cancelled, k.waiting, k.meta, k.events, k.marker],
+                  [k.prefix, job_id, maxev])
+
+
+def pause(k: QueueKeys, maxev: int) -> Script[Any]:
+    return Script("pause", [k.meta, k.events], [maxev])
+
+
+def resume(k: QueueKeys, maxev: int) -> Script[Any]:
+    return Script("resume", [k.meta, k.events, k.marker], [maxev])
 
 
 def counts(k: QueueKeys) -> Commands[Counts]:
@@ -229,6 +250,33 @@ def counts(k: QueueKeys) -> Commands[Counts]:
         return out
 
     return Commands(commands, parse)
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+def job_fields(k: QueueKeys, job_id: str) -> Commands[dict[bytes, bytes]]:
+    """The job's whole hash; the reader raises :class:`JobNotFound` when there is none."""
+
+    def parse(replies: list[Any]) -> dict[bytes, bytes]:
+        fields: dict[bytes, bytes] = replies[0]
+        if not fields:
+            raise JobNotFound(k.name, job_id)
+        return fields
+
+    return Commands([("HGETALL", k.job(job_id))], parse)
+
+
+def logs(k: QueueKeys, job_id: str, start: int, end: int) -> Commands[list[str]]:
+    """The job's log lines, ``start`` and ``end`` inclusive as in ``LRANGE``."""
+    return Commands([("LRANGE", k.logs(job_id), start, end)],
+                    lambda replies: [line.decode("utf-8", "replace") for line in replies[0]])
+
+
+def job_ids(k: QueueKeys, state: State, start: int, end: int) -> Commands[list[str]]:
+    """Ids in one state's index: finished states newest first, the others in index order."""
+    command = "ZREVRANGE" if state in FINISHED else "ZRANGE"
+    return Commands([(command, k.index(state), start, end)],
+                    lambda replies: [job_id.decode() for job_id in replies[0]])
 
 
 # -- queue settings ----------------------------------------------------------------------------

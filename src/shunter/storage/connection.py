@@ -16,7 +16,7 @@ import redis.asyncio.connection as aconn
 import redis.connection as sconn
 
 __all__ = [
-    "DEFAULT_URL", "RedisLike", "async_client", "async_twin", "resolve_url", "sync_client", "sync_twin",
+    "DEFAULT_URL", "RedisLike", "async_client", "resolve_url", "sync_client", "sync_twin",
 ]
 
 #: The conventional local Redis. No longer implied: pass it (or set ``SHUNTER_REDIS_URL``)
@@ -107,15 +107,3 @@ def sync_twin(client: redis.asyncio.Redis) -> redis.Redis:
     kwargs["decode_responses"] = False
     cls = _SYNC_CLASS.get(pool.connection_class, sconn.Connection)
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **kwargs))
-
-
-def async_twin(client: redis.Redis, *,
-               pool_class: type[redis.asyncio.ConnectionPool] = redis.asyncio.ConnectionPool,
-               ) -> redis.asyncio.Redis:
-    """An asyncio client to the same server as a blocking client."""
-    pool = client.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    kwargs["decode_responses"] = False
-    reverse = {sync: async_ for async_, sync in _SYNC_CLASS.items()}
-    cls = reverse.get(pool.connection_class, aconn.Connection)
-    return redis.asyncio.Redis(connection_pool=pool_class(connection_class=cls, **kwargs))

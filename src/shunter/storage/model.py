@@ -13,8 +13,9 @@ from ..states import State
 from .scripts import Arg
 
 __all__ = [
-    "COUNTED", "DEFAULT_MAX_EVENTS", "DEFAULT_MAX_PAYLOAD", "MAX_EVENTS_RANGE", "MAX_PAYLOAD_RANGE",
-    "UNAVAILABLE", "ClaimResult", "Counts", "Enqueued", "JobSpec", "validate_limits",
+    "COUNTED", "DEFAULT_MAX_EVENTS", "DEFAULT_MAX_PAYLOAD", "FINISHED", "MAX_EVENTS_RANGE",
+    "MAX_PAYLOAD_RANGE", "UNAVAILABLE", "ClaimResult", "Counts", "Enqueued", "JobSpec",
+    "validate_limits",
 ]
 
 #: Default cap of each queue's event stream (approximate, MAXLEN ~).
@@ -31,6 +32,9 @@ MAX_PAYLOAD_RANGE = (1024, 64 * 1024 * 1024)
 #: Errors that mean "the server is unreachable right now" (restart, failover, network):
 #: callers wait and try again instead of giving up.
 UNAVAILABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+#: The terminal states, each with its index of finished jobs.
+FINISHED = (State.COMPLETED, State.FAILED, State.CANCELLED)
 
 #: The states :func:`counts` reports, each with its index.
 COUNTED = (State.WAITING, State.SCHEDULED, State.ACTIVE, State.COMPLETED, State.FAILED,
