@@ -13,8 +13,10 @@ from .errors import (
     JobNotInState,
     LeaseLost,
     PayloadTooLarge,
+    ProcessCrashed,
     RetryAfter,
     ShunterError,
+    UnpicklableError,
     UnrecoverableError,
     UnregisteredTask,
     UnsupportedServer,
@@ -27,6 +29,7 @@ from .outcome import Decision, JobTimeout, Task
 from .queue import Queue
 from .states import State
 from .worker import Worker
+from .worker.child import ProcessJob
 
 __version__ = "0.1.0"
 
@@ -45,6 +48,8 @@ __all__ = [
     "JobTimeout",
     "LeaseLost",
     "PayloadTooLarge",
+    "ProcessCrashed",
+    "ProcessJob",
     "Queue",
     "QueueEvents",
     "Retention",
@@ -52,6 +57,7 @@ __all__ = [
     "ShunterError",
     "State",
     "Task",
+    "UnpicklableError",
     "UnrecoverableError",
     "UnregisteredTask",
     "UnsupportedServer",

@@ -16,7 +16,7 @@ import orjson
 
 from .errors import DecodeError, InvalidInput, PayloadTooLarge
 
-__all__ = ["dumps", "loads", "validate_job_id", "validate_queue_name", "validate_task_name"]
+__all__ = ["dumps", "encoded", "loads", "validate_job_id", "validate_queue_name", "validate_task_name"]
 
 _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
@@ -52,6 +52,12 @@ def dumps(value: object, what: str = "payload", limit: int | None = None) -> byt
     if limit is not None and len(out) > limit:
         raise PayloadTooLarge(f"{what} is {len(out)} bytes encoded, over the limit of {limit}")
     return out
+
+
+def encoded(raw: bytes) -> Any:
+    """JSON that :func:`dumps` already produced (in a handler's process), as a value that a
+    later :func:`dumps` writes as is: no decoding and encoding again on the worker's loop."""
+    return orjson.Fragment(raw)
 
 
 def loads(raw: bytes | str, what: str = "value") -> Any:

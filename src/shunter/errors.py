@@ -1,4 +1,10 @@
-"""Exceptions raised by shunter and the error codes its Lua scripts return."""
+"""Exceptions raised by shunter and the error codes its Lua scripts return.
+
+Errors whose constructor takes other arguments than the message define ``__reduce__``:
+they cross process boundaries (a handler in the worker's process pool raises
+:class:`RetryAfter`, or gets :class:`LeaseLost` back from a progress write), and an
+exception unpickles by calling its class with ``args``, which holds only the message.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +24,10 @@ __all__ = [
     "JobNotInState",
     "LeaseLost",
     "PayloadTooLarge",
+    "ProcessCrashed",
     "RetryAfter",
     "ShunterError",
+    "UnpicklableError",
     "UnrecoverableError",
     "UnregisteredTask",
     "UnsupportedServer",
@@ -76,6 +84,9 @@ class JobNotFound(ShunterError, KeyError):
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple[type[JobNotFound], tuple[str, str]]:
+        return type(self), (self.queue, self.job_id)
+
 
 class JobNotInState(ShunterError):
     """The job is not in a state the requested transition may start from."""
@@ -86,6 +97,9 @@ class JobNotInState(ShunterError):
         self.job_id = job_id
         self.transition = transition
         self.state = state
+
+    def __reduce__(self) -> tuple[type[JobNotInState], tuple[str, str, str | None]]:
+        return type(self), (self.job_id, self.transition, self.state)
 
 
 class LeaseLost(ShunterError):
@@ -101,6 +115,9 @@ class LeaseLost(ShunterError):
         super().__init__(f"lease lost: {transition} of job {job_id!r} rejected by its fencing token")
         self.job_id = job_id
         self.transition = transition
+
+    def __reduce__(self) -> tuple[type[LeaseLost], tuple[str, str]]:
+        return type(self), (self.job_id, self.transition)
 
 
 class WrongKeyType(ShunterError):
@@ -121,6 +138,9 @@ class WrongKeyType(ShunterError):
         self.found = found
         self.expected = expected
         self.job_id = job_id
+
+    def __reduce__(self) -> tuple[type[WrongKeyType], tuple[str, str, str, str, str | None]]:
+        return type(self), (self.queue, self.key, self.found, self.expected, self.job_id)
 
 
 class BulkAddError(ShunterError):
@@ -169,3 +189,19 @@ class RetryAfter(ShunterError):
             raise InvalidInput(f"RetryAfter seconds must be between 0 and 366 days, got {seconds!r}")
         super().__init__(message or f"retry after {seconds:g}s")
         self.seconds = float(seconds)
+
+    def __reduce__(self) -> tuple[type[RetryAfter], tuple[float, str]]:
+        return type(self), (self.seconds, str(self))
+
+
+class ProcessCrashed(ShunterError):
+    """The process running a handler (``Task(..., executor="process")``) died during the
+    attempt: it exited, crashed or was killed (the kernel's OOM killer sends SIGKILL). A
+    failed attempt, retried like any other; the pool starts a fresh process for the next
+    job."""
+
+
+class UnpicklableError(ShunterError):
+    """A handler in a process raised an exception that could not be sent back to the
+    worker (it does not pickle or unpickle); this error stands in for it, with the original
+    type and message in its own message and the child's traceback."""

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,11 +19,14 @@ from .errors import InvalidInput, RetryAfter, UnrecoverableError
 from .job import Job
 from .options import Backoff
 
-__all__ = ["Classifier", "Decision", "Outcome", "Task", "decide", "error_json"]
+__all__ = ["Classifier", "Decision", "Executor", "HandlerExit", "Outcome", "Task", "decide", "error_json"]
 
 #: Caps on stored error text (characters).
 MAX_ERROR_MESSAGE = 4096
 MAX_TRACEBACK = 16384
+#: An exception may carry the traceback text to store in this attribute: the process pool
+#: sets it, since a handler's frames are in its process and the pool's own say nothing.
+TRACEBACK_TEXT = "shunter_traceback"
 
 
 class Decision(Enum):
@@ -39,18 +43,22 @@ Classifier = Callable[[BaseException, Job], "Decision | RetryAfter | None"]
 #: A backoff computed in code: ``(attempt, exc) -> seconds``.
 BackoffFn = Callable[[int, BaseException], float]
 Handler = Callable[[Job], Any] | Callable[[Job], Awaitable[Any]]
+#: Where a handler runs: "auto" (async on the loop, sync in a thread), "thread", "process".
+Executor = Literal["auto", "thread", "process"]
 
 
 @dataclass(slots=True)
 class Task:
     """A handler with per-task options. Plain callables given to a Worker are wrapped in
     one with the defaults. ``timeout`` and ``backoff`` apply when the job has none of its
-    own; ``classify`` is tried before the worker's classifier."""
+    own; ``classify`` is tried before the worker's classifier. ``executor="process"`` runs
+    a sync, module-level function in the worker's process pool (CPU-bound work)."""
 
     fn: Handler
     timeout: float | None = None
     backoff: Backoff | BackoffFn | None = None
     classify: Classifier | None = None
+    executor: Executor = "auto"
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +75,38 @@ class Task:
             raise InvalidInput(f"Task classify must be callable, got {self.classify!r}")
         call = getattr(self.fn, "__call__", None)  # noqa: B004 - async callable objects
         self.is_async = inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(call)
+        if self.executor not in ("auto", "thread", "process"):
+            raise InvalidInput(f"Task executor must be 'auto', 'thread' or 'process', got {self.executor!r}")
+        if self.is_async and self.executor != "auto":
+            raise InvalidInput(f"{self.fn!r} is async: it runs on the event loop; executor="
+                               f"{self.executor!r} is for sync functions")
+        if self.executor == "process":
+            _check_importable(self.fn)
+
+
+def _check_importable(fn: Any) -> None:
+    """A child process finds the handler by module and qualified name (it is never pickled
+    by value): only a function that this name leads back to can run there."""
+    if not inspect.isfunction(fn):
+        raise InvalidInput(f"executor='process' needs a function defined at module level, got {fn!r}")
+    module, name = fn.__module__, fn.__qualname__
+    if "<lambda>" in name or "<locals>" in name:
+        raise InvalidInput(f"executor='process' cannot run {module}.{name}: a child process imports "
+                           "its handler by name, so it must be defined at module level (no lambda, "
+                           "closure or nested function)")
+    found: Any = sys.modules.get(module)
+    if module == "__main__" and not getattr(found, "__file__", None):
+        raise InvalidInput(f"executor='process' cannot run {name}: it was defined in an interactive "
+                           "session, which a child process cannot import; put it in a module")
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    if found is not fn:
+        raise InvalidInput(f"executor='process' cannot run {module}.{name}: that name does not lead "
+                           "back to this function (was the name bound to something else later?)")
+
+
+class HandlerExit(Exception):
+    """A handler raised SystemExit or KeyboardInterrupt; the worker treats it as an error."""
 
 
 class JobTimeout(Exception):
@@ -92,10 +132,12 @@ def _safe_str(exc: BaseException) -> str:
 
 def error_json(exc: BaseException, type_name: str | None = None) -> bytes:
     """The stored form of an error: type, message and the tail of the traceback."""
-    try:
-        tb = "".join(traceback.format_exception(exc))
-    except Exception:
-        tb = ""
+    tb = getattr(exc, TRACEBACK_TEXT, None)
+    if not isinstance(tb, str):
+        try:
+            tb = "".join(traceback.format_exception(exc))
+        except Exception:
+            tb = ""
     if len(tb) > MAX_TRACEBACK:
         tb = "…[truncated]\n" + tb[-MAX_TRACEBACK:]
     name = type_name or type(exc).__qualname__

@@ -54,7 +54,7 @@ def _clone(base: Worker, queue: str, redis_: str | redis.asyncio.Redis,
                   cancel_grace=base.cancel_grace, classify=base.classify,
                   default_backoff=base.default_backoff, max_deferrals=base.max_deferrals,
                   batch=batch, max_payload_bytes=base.storage.max_payload_bytes,
-                  block_timeout=base.block_timeout)
+                  block_timeout=base.block_timeout, processes=base.processes.size)
 
 
 def _instantiate(obj: Any, queues: list[str], url: str | None) -> tuple[list[Worker], bool, bool]:

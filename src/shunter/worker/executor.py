@@ -4,8 +4,8 @@
     timeout and interrupts) -> decide (:func:`shunter.outcome.decide`) -> commit (one fenced
     write, through the :class:`~shunter.worker.settler.Settler`).
 
-The executor gets a frozen :class:`RunContext` (the worker's options, its threads and
-hooks) and the settler, not the worker.
+The executor gets a frozen :class:`RunContext` (the worker's options, its threads, process
+pool and hooks) and the settler, not the worker.
 
 An attempt can be interrupted by the worker: a user's cancel request, a lost lease, or
 shutdown. Each interrupt has its own ending: cancelled jobs are aborted, lost jobs are
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -28,8 +29,9 @@ from typing import Any
 from ..errors import DecodeError, UnregisteredTask
 from ..job import Job
 from ..options import Backoff
-from ..outcome import Classifier, JobTimeout, Outcome, Task, decide, error_json
+from ..outcome import Classifier, HandlerExit, JobTimeout, Outcome, Task, decide, error_json
 from .hooks import HookSet
+from .processes import KILL_TIME, ProcessPool
 from .settler import Settler
 from .threads import HandlerThreads
 
@@ -93,16 +95,15 @@ class RunContext:
     threads: HandlerThreads
     hooks: HookSet
     counters: Counter[str]
-    #: Called in the pool thread when a sync handler begins, with its timeout.
+    #: Called in the pool thread when a sync handler begins, with its timeout (and on the
+    #: loop by the process pool, with the time a process job may hold its lease from now).
     began: Callable[[Running, float], None]
+    #: The children of ``executor="process"`` tasks.
+    processes: ProcessPool
 
 
 class NotStarted(Exception):
     """A sync handler's attempt was interrupted while it waited for a thread: never run."""
-
-
-class HandlerExit(Exception):
-    """A handler raised SystemExit or KeyboardInterrupt; the worker treats it as an error."""
 
 
 async def _guard(fn: Any, job: Job) -> Any:
@@ -161,14 +162,19 @@ Ended = tuple[BaseException | None, Any, Interrupt | None]  #: (error, result, i
 
 async def _invoke(ctx: RunContext, run: Running, task: Task) -> Ended:
     """Run the handler until it returns, times out or is interrupted. The timeout of a sync
-    handler runs from when its thread starts it, not from when it was queued."""
+    handler runs from when its thread starts it, not from when it was queued; a process job's
+    timeout is kept by its pool (:mod:`.processes`), which ends the process at the deadline."""
     job = run.job
     loop = asyncio.get_running_loop()
     timeout = job.timeout or task.timeout or ctx.job_timeout
     timer: asyncio.TimerHandle | None = None
     pooled: Future[Any] | None = None
+    in_process = task.executor == "process"
     if task.is_async:
         handler: asyncio.Future[Any] = loop.create_task(_guard(task.fn, job))
+    elif in_process:  # the pool keeps its timeout, and ends the process to stop it
+        handler = loop.create_task(ctx.processes.run(task.fn, job, timeout,
+                                                     functools.partial(ctx.began, run)))
     else:
         def began() -> None:  # in the pool thread
             run.began = True
@@ -203,13 +209,13 @@ async def _invoke(ctx: RunContext, run: Running, task: Task) -> Ended:
         return err, (None if err else handler.result()), (Interrupt.LEASE_LOST if lost else None)
     reason = run.reason
     # Stop the handler: async ones get CancelledError, sync ones see job.cancelled (or
-    # never start, if no thread took them yet).
+    # never start, if no thread or process took them yet); a process is ended after the grace.
     job._stop_asked = True
-    if task.is_async:
-        handler.cancel()
-    elif pooled is not None:
+    if pooled is not None:
         pooled.cancel()
-    await asyncio.wait({handler}, timeout=ctx.cancel_grace)
+    else:
+        handler.cancel()
+    await asyncio.wait({handler}, timeout=ctx.cancel_grace + (KILL_TIME if in_process else 0))
     if not handler.done():
         run.abandoned = True
         if pooled is not None:

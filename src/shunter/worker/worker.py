@@ -6,8 +6,8 @@ What runs, and who owns it:
   the acker (:mod:`.acker`: batched completions that claim the next jobs), one executor
   task per attempt (:mod:`.executor`, committing through :mod:`.settler`), and the
   maintenance duties (:mod:`.maintenance`: rescue, heartbeat);
-- off the loop: the lease keeper thread (:mod:`.lease`) and the threads of sync handlers
-  (:mod:`.threads`).
+- off the loop: the lease keeper thread (:mod:`.lease`), the threads of sync handlers
+  (:mod:`.threads`) and the child processes of ``executor="process"`` tasks (:mod:`.processes`).
 
 :mod:`.slots` owns concurrency accounting for the fetcher and the acker; both start jobs
 through one :meth:`Worker._launch`. Attempts are keyed by (job id, fencing token): a
@@ -53,6 +53,7 @@ from .fetcher import Claimer, ClaimIds, Fetcher
 from .hooks import Hooks, HookSet
 from .lease import LeaseKeeper
 from .maintenance import Maintenance
+from .processes import ProcessPool
 from .settler import Settler
 from .slots import Slots
 from .threads import HandlerThreads
@@ -72,6 +73,8 @@ class Worker:
     """Runs the handlers in ``tasks`` (task name -> callable or :class:`Task`) for one queue.
 
     - ``concurrency``: jobs run at once (async handlers as tasks, sync ones in threads).
+    - ``processes``: child processes for ``Task(fn, executor="process")`` jobs, started as
+      they are needed (default: one per CPU).
     - ``lease``: seconds a claim is valid without renewal; renewed every ``lease / 3`` from a
       thread, so a blocked event loop does not lose it. A job whose worker dies is rescued
       by any worker once the lease expires; after ``max_stalls`` rescues it fails.
@@ -96,7 +99,8 @@ class Worker:
                  default_backoff: Backoff = DEFAULT_BACKOFF, max_deferrals: int = 100,
                  batch: int | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
                  max_events: int = DEFAULT_MAX_EVENTS, block_timeout: float = 5.0,
-                 name: str | None = None, hooks: Sequence[Hooks] = ()) -> None:
+                 name: str | None = None, hooks: Sequence[Hooks] = (),
+                 processes: int | None = None) -> None:
         codec.validate_queue_name(queue)
         if not isinstance(tasks, Mapping) or not tasks:
             raise InvalidInput("tasks must be a non-empty mapping of task name -> handler")
@@ -136,6 +140,7 @@ class Worker:
         self.hooks = HookSet(hooks)
         #: Threads of sync handlers: one per slot, plus one per abandoned handler.
         self.threads = HandlerThreads(self.concurrency)
+        self.processes = ProcessPool(processes, self.cancel_grace)
         self.slots = Slots(self.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -150,7 +155,7 @@ class Worker:
         self.context = RunContext(
             self.tasks, self.job_timeout, self.cancel_grace, self.classify, self.default_backoff,
             self.max_deferrals, self.storage.max_payload_bytes, self.threads, self.hooks,
-            self.counters, self._handler_began)
+            self.counters, self._handler_began, self.processes)
         self.maintenance = Maintenance()
         interval = max(self.lease / 2, 0.05)
         # Rescue about twice per lease period; a SET NX PX lock in the script keeps the
@@ -349,6 +354,7 @@ class Worker:
         with contextlib.suppress(Exception):
             await self.storage.heartbeats.forget(self.id)
         self.threads.shutdown()
+        await self.processes.shutdown()
         if self._owned:
             await self._client.aclose()
         log.info("worker %s stopped: %s", self.id, dict(self.counters))
