@@ -74,7 +74,7 @@ def key_attempts_by_job() -> list[str]:
     """The issue-8 bug, for the control: attempts keyed by job id, token dropped. Returns
     what it patched."""
     Slots.attempt_key = staticmethod(  # type: ignore[method-assign]
-        lambda job_id, token: (job_id, 0))
+        lambda queue, job_id, token: (queue, job_id, 0))
     LeaseKeeper.held_key = staticmethod(  # type: ignore[method-assign]
         lambda queue, job_id, token: (queue, job_id, 0))
     return ["Slots.attempt_key", "LeaseKeeper.held_key"]

@@ -62,7 +62,7 @@ async def test_a_result_comes_back_from_another_process(queue: Queue, start_work
     result = await job.wait(timeout=20)
     assert result["square"] == 144
     assert result["pid"] != os.getpid() and result["pid"] in running.worker.processes.pids
-    seen = await (await queue.add("snapshot", {"k": [1, 2]}, attempts=4)).wait(timeout=20)
+    seen = await (await queue.add("snapshot", {"k": [1, 2]}, max_attempts=4)).wait(timeout=20)
     snap = await queue.get_job(seen["id"])
     assert seen == {"id": snap.id, "queue": queue.name, "task": "snapshot", "attempt": 1,
                     "max_attempts": 4, "data": {"k": [1, 2]}, "token": snap.token, "cancelled": False}
@@ -73,7 +73,7 @@ async def test_a_result_comes_back_from_another_process(queue: Queue, start_work
 async def test_an_exception_comes_back_with_its_traceback_from_the_child(queue: Queue,
                                                                        start_worker: Any) -> None:
     start_worker({"fail": process(h.fail)}, processes=1)
-    job = await queue.add("fail", {"x": 1}, attempts=2, backoff=Backoff.fixed(0))
+    job = await queue.add("fail", {"x": 1}, max_attempts=2, backoff=Backoff.fixed(0))
     done = await settled(queue, job.id, timeout=20)
     assert done.state is State.FAILED and done.attempts_made == 2  # retried as in a thread
     assert done.error is not None and done.error.type == "ValueError"
@@ -90,9 +90,9 @@ async def test_retry_decisions_are_made_as_for_threads(queue: Queue, start_worke
 
     start_worker({"give_up": process(h.give_up), "defer": process(h.defer_once),
                   "classified": process(h.fail, classify=no_value_errors)}, processes=2)
-    gave_up = await queue.add("give_up", attempts=3)
-    deferred = await queue.add("defer", attempts=3)
-    classified = await queue.add("classified", attempts=3)
+    gave_up = await queue.add("give_up", max_attempts=3)
+    deferred = await queue.add("defer", max_attempts=3)
+    classified = await queue.add("classified", max_attempts=3)
     done = await settled(queue, gave_up.id, timeout=20)
     assert done.state is State.FAILED and done.attempts_made == 1
     assert done.error is not None and done.error.type == "UnrecoverableError"
@@ -107,9 +107,9 @@ async def test_retry_decisions_are_made_as_for_threads(queue: Queue, start_worke
 async def test_errors_that_cannot_cross_become_clear_ones(queue: Queue, start_worker: Any) -> None:
     start_worker({"unpicklable": process(h.raise_unpicklable), "exits": process(h.calls_sys_exit),
                   "a_set": process(h.returns_a_set)}, processes=1)
-    unpicklable = await queue.add("unpicklable", attempts=1)
-    exits = await queue.add("exits", attempts=1)
-    a_set = await queue.add("a_set", attempts=3)
+    unpicklable = await queue.add("unpicklable", max_attempts=1)
+    exits = await queue.add("exits", max_attempts=1)
+    a_set = await queue.add("a_set", max_attempts=3)
     done = await settled(queue, unpicklable.id, timeout=20)
     assert done.error is not None and done.error.type == "UnpicklableError"
     assert done.error.message.startswith("tests.process_handlers.Unpicklable: code 7: custom constructor")
@@ -146,7 +146,7 @@ async def test_the_timeout_ends_the_child_and_the_next_job_runs(queue: Queue,
     running = start_worker({"spin": process(h.spin, timeout=0.5), "square": process(h.square)},
                            processes=1)
     warm = (await (await queue.add("square", {"n": 1})).wait(timeout=20))["pid"]
-    job = await queue.add("spin", attempts=1)
+    job = await queue.add("spin", max_attempts=1)
     pid = await handler_pid(queue, job.id)
     done = await settled(queue, job.id, timeout=20)
     assert done.state is State.FAILED and done.error is not None
@@ -163,14 +163,14 @@ async def test_the_timeout_runs_from_when_the_handler_starts(queue: Queue, start
     """A new child imports the handler's module (here: 1 s) before it starts; a timeout of
     0.3 s does not count that time."""
     start_worker({"quick": process(slow.quick, timeout=0.3)}, processes=1)
-    assert await (await queue.add("quick", attempts=1)).wait(timeout=20) == "quick"
+    assert await (await queue.add("quick", max_attempts=1)).wait(timeout=20) == "quick"
 
 
 @pytest.mark.redis
 async def test_a_child_that_exits_fails_its_attempt_and_is_replaced(queue: Queue,
                                                                     start_worker: Any) -> None:
     running = start_worker({"exit": process(h.exit_3), "square": process(h.square)}, processes=1)
-    job = await queue.add("exit", attempts=1)
+    job = await queue.add("exit", max_attempts=1)
     done = await settled(queue, job.id, timeout=20)
     assert done.state is State.FAILED and done.error is not None
     assert done.error.type == "ProcessCrashed" and "exited with code 3" in done.error.message
@@ -182,7 +182,7 @@ async def test_a_child_that_exits_fails_its_attempt_and_is_replaced(queue: Queue
 async def test_a_killed_child_fails_its_attempt_and_the_next_attempt_runs(queue: Queue,
                                                                           start_worker: Any) -> None:
     start_worker({"crash_first": process(h.crash_first)}, processes=1)
-    job = await queue.add("crash_first", attempts=2, backoff=Backoff.fixed(0))
+    job = await queue.add("crash_first", max_attempts=2, backoff=Backoff.fixed(0))
     second_pid = await job.wait(timeout=20)
     done = await queue.get_job(job.id)
     assert done.attempts_made == 2 and second_pid != os.getpid()
@@ -194,7 +194,7 @@ async def test_a_killed_child_fails_its_attempt_and_the_next_attempt_runs(queue:
 async def test_a_child_killed_from_outside_leaves_other_jobs_alone(queue: Queue,
                                                                    start_worker: Any) -> None:
     start_worker({"sleepy": process(h.sleepy), "polite": process(h.polite)}, processes=2)
-    victim = await queue.add("polite", attempts=1)
+    victim = await queue.add("polite", max_attempts=1)
     bystander = await queue.add("sleepy", {"seconds": 1.0})
     pid = await handler_pid(queue, victim.id)
     other = await handler_pid(queue, bystander.id)

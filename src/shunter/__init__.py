@@ -2,7 +2,7 @@
 
 Public surface::
 
-    from shunter import Queue, Worker, Job, Backoff, UnrecoverableError, RetryAfter
+    from shunter import Tasks, Queue, Worker, Job, Backoff, UnrecoverableError, RetryAfter
 """
 
 from .errors import (
@@ -20,6 +20,7 @@ from .errors import (
     UnrecoverableError,
     UnregisteredTask,
     UnsupportedServer,
+    WorkerStartupError,
     WrongKeyType,
 )
 from .events import Event, QueueEvents
@@ -28,6 +29,7 @@ from .options import Backoff, Retention
 from .outcome import Decision, JobTimeout, Task
 from .queue import Queue
 from .states import State
+from .tasks import TaskDef, Tasks
 from .worker import Worker
 from .worker.child import ProcessJob
 
@@ -57,11 +59,14 @@ __all__ = [
     "ShunterError",
     "State",
     "Task",
+    "TaskDef",
+    "Tasks",
     "UnpicklableError",
     "UnrecoverableError",
     "UnregisteredTask",
     "UnsupportedServer",
     "Worker",
+    "WorkerStartupError",
     "WrongKeyType",
     "__version__",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "UnrecoverableError",
     "UnregisteredTask",
     "UnsupportedServer",
+    "WorkerStartupError",
     "WrongKeyType",
 ]
 
@@ -205,3 +206,7 @@ class UnpicklableError(ShunterError):
     """A handler in a process raised an exception that could not be sent back to the
     worker (it does not pickle or unpickle); this error stands in for it, with the original
     type and message in its own message and the child's traceback."""
+
+class WorkerStartupError(ShunterError):
+    """A worker's ``lifespan`` failed to start: the worker claimed nothing and stopped.
+    The lifespan's own exception is the ``__cause__``."""

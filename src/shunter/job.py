@@ -186,11 +186,13 @@ class Job(JobSnapshot):
     for a terminal state. Inside a handler, report with :meth:`update_progress` and
     :meth:`log` (async) or their ``_sync`` twins (sync handlers, in worker threads)."""
 
-    __slots__ = ("_in_worker", "_loop", "_stop_asked", "_stop_seen", "_storage")
+    __slots__ = ("_in_worker", "_loop", "_stop_asked", "_stop_seen", "_storage", "context")
 
     def __init__(self, storage: Storage, job_id: str) -> None:
         super().__init__(storage.keys.name, job_id)
         self._storage = storage
+        #: In a handler: what the worker's ``lifespan`` yielded (None without one).
+        self.context: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Set when a worker runs this job (progress/log allowed); _stop_asked is set on the
         #: loop and read from handler threads: a plain bool is enough under the GIL.

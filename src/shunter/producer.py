@@ -20,7 +20,8 @@ from . import codec
 from .errors import BulkAddError, InvalidInput
 from .job import JobSnapshot
 from .options import DEFAULT_BACKOFF, DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .storage import Enqueued, JobSpec
+from .storage import DEFAULT_MAX_PAYLOAD, Enqueued, JobSpec
+from .tasks import TaskDef
 
 __all__ = ["ADD_OPTIONS", "DEFAULT_BACKOFF", "DEFAULT_MAX_ATTEMPTS", "added_job", "added_jobs",
            "build_spec", "spec_from_mapping"]
@@ -81,15 +82,31 @@ def _when(delay: float | None, run_at: datetime | None) -> tuple[int, int | None
     return 0, None
 
 
-def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
-               delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
-               max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff: Backoff | None = None,
-               timeout: float | None = None,
+def build_spec(task: str | TaskDef[Any], data: Any = None, *, job_id: str | None = None,
+               delay: float | None = None, run_at: datetime | None = None,
+               priority: int | None = None, max_attempts: int | None = None,
+               backoff: Backoff | None = None, timeout: float | None = None,
                keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
                keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
                max_payload_bytes: int) -> JobSpec:
-    """Check every option and encode the job; raises :class:`InvalidInput` on bad input."""
+    """Check every option and encode the job; raises :class:`InvalidInput` on bad input.
+    ``task`` is a name or a registered :class:`~shunter.TaskDef`, whose options fill in
+    those not given (None)."""
+    if not isinstance(task, str):
+        if not isinstance(task, TaskDef):
+            raise InvalidInput(f"task must be a task name or a registered task (shunter.Tasks), "
+                               f"got {task!r}")
+        defaults = task.job_options()
+        priority = defaults.get("priority", 0) if priority is None else priority
+        max_attempts = defaults.get("max_attempts") if max_attempts is None else max_attempts
+        backoff = defaults.get("backoff") if backoff is None else backoff
+        timeout = defaults.get("timeout") if timeout is None else timeout
+        task = task.name
     codec.validate_task_name(task)
+    if priority is None:
+        priority = 0
+    if max_attempts is None:
+        max_attempts = DEFAULT_MAX_ATTEMPTS
     # 128 random bits as 32 hex digits (what uuid4().hex gives, without building a UUID)
     job_id = os.urandom(16).hex() if job_id is None else codec.validate_job_id(job_id)
     delay_ms, run_at_ms = _when(delay, run_at)
@@ -117,6 +134,12 @@ def build_spec(task: str, data: Any = None, *, job_id: str | None = None,
             raise InvalidInput(f"timeout must be seconds in (0, 7 days], got {timeout!r}")
         fields += ("timeout_ms", max(int(timeout * 1000), 1))
     return JobSpec(job_id, delay_ms, run_at_ms, priority, fields)
+
+
+def validate_job_options(options: Mapping[str, Any]) -> None:
+    """Check job options (as given to ``add``) without building a job: a task's defaults
+    are checked when it is declared, not when its first job is enqueued."""
+    build_spec("probe", None, max_payload_bytes=DEFAULT_MAX_PAYLOAD, **options)
 
 
 def spec_from_mapping(entry: Mapping[str, Any], max_payload_bytes: int) -> JobSpec:

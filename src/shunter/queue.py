@@ -10,10 +10,11 @@ from . import codec
 from .errors import InvalidInput, JobNotFound
 from .job import Job
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .producer import DEFAULT_MAX_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
+from .producer import added_job, added_jobs, build_spec, spec_from_mapping
 from .states import State
 from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, Counts, Storage, validate_limits
 from .storage.connection import RedisLike, async_client
+from .tasks import TaskDef
 
 __all__ = ["Queue"]
 
@@ -77,21 +78,25 @@ class Queue:
         if self._owned:
             await self._client.aclose()
 
-    async def add(self, task: str, data: Any = None, *, job_id: str | None = None,
-                  delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
-                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff: Backoff | None = None,
-                  timeout: float | None = None,
+    async def add(self, task: str | TaskDef[Any], data: Any = None, *, job_id: str | None = None,
+                  delay: float | None = None, run_at: datetime | None = None,
+                  priority: int | None = None, max_attempts: int | None = None,
+                  backoff: Backoff | None = None, timeout: float | None = None,
                   keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
                   keep_failed: Retention | int = DEFAULT_KEEP_FAILED) -> Job:
         """Enqueue one job (one round trip) and return it.
 
-        - ``task``: the handler name the worker registered; ``data``: any JSON value.
+        - ``task``: the task's name, or the task itself (a :class:`~shunter.TaskDef` from a
+          :class:`~shunter.Tasks` registry: its options are the defaults of this job, and
+          a typo in its name fails at import time); ``data``: any JSON value.
         - ``job_id``: your own id; if a job with this id exists in any state, that job is
           returned as stored (its task, data, state...) with ``job.existing = True`` and
           nothing is written.
         - ``delay`` (seconds) or ``run_at`` (aware datetime): run no earlier than that.
-        - ``priority``: -1000..1000, higher runs first; FIFO within a priority.
-        - ``max_attempts``: runs allowed before the job fails (1..1000).
+        - ``priority``: -1000..1000, higher runs first; FIFO within a priority (default:
+          the task's, else 0).
+        - ``max_attempts``: runs allowed before the job fails, 1..1000 (default: the
+          task's, else 3).
         - ``backoff``: delay between attempts (default: the task's, else exponential from 5 s
           with ±50 % jitter).
         - ``timeout``: seconds one attempt may run (default: the task's, else the worker's).

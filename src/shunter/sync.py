@@ -21,7 +21,7 @@ from . import codec
 from .errors import InvalidInput, JobNotFound
 from .job import JobSnapshot
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .producer import DEFAULT_MAX_ATTEMPTS, added_job, added_jobs, build_spec, spec_from_mapping
+from .producer import added_job, added_jobs, build_spec, spec_from_mapping
 from .queue import MAX_BULK
 from .states import State
 from .storage import (
@@ -32,6 +32,7 @@ from .storage import (
     validate_limits,
 )
 from .storage.connection import sync_client
+from .tasks import TaskDef
 
 __all__ = ["Job", "Queue"]
 
@@ -139,10 +140,10 @@ class Queue:
     def _job(self, job_id: str) -> Job:
         return Job(self._storage, job_id)
 
-    def add(self, task: str, data: Any = None, *, job_id: str | None = None,
-            delay: float | None = None, run_at: datetime | None = None, priority: int = 0,
-            max_attempts: int = DEFAULT_MAX_ATTEMPTS, backoff: Backoff | None = None,
-            timeout: float | None = None,
+    def add(self, task: str | TaskDef[Any], data: Any = None, *, job_id: str | None = None,
+            delay: float | None = None, run_at: datetime | None = None,
+            priority: int | None = None, max_attempts: int | None = None,
+            backoff: Backoff | None = None, timeout: float | None = None,
             keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
             keep_failed: Retention | int = DEFAULT_KEEP_FAILED) -> Job:
         """Enqueue one job; the options, the job returned and the errors are those of

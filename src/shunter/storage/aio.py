@@ -277,10 +277,13 @@ class Storage:
     async def logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
         return await self.pipeline(calls.logs(self.keys, job_id, start, end))
 
-    async def wait_for_work(self, timeout: float) -> bool:
+    async def wait_for_work(self, timeout: float, others: Sequence[Storage] = ()) -> bool:
         """Block until a producer (or a retry, resume, rescue) signals work, or ``timeout``
         seconds pass. Uses BZPOPMIN on a one-member marker set: the signal persists, so a
-        wake-up that arrives between a claim and this call is never missed."""
+        wake-up that arrives between a claim and this call is never missed. With
+        ``others`` (storages of other queues on the same server), one BZPOPMIN waits on
+        every queue's marker; it takes the signal of one queue, the others keep theirs."""
         wait = min(max(timeout, 0.001), self.max_block)
-        reply = await self._raw.bzpopmin(self.keys.marker, timeout=wait)
+        markers = [self.keys.marker, *(o.keys.marker for o in others)]
+        reply = await self._raw.bzpopmin(markers, timeout=wait)
         return reply is not None

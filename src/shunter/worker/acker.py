@@ -6,6 +6,11 @@ those completions free (complete-and-claim-next). A lone completion goes out at 
 added latency); under load, completions that arrive while calls are in flight ride
 together in the next one.
 
+A worker of several queues has an acker per queue. Only the acker of its first queue
+claims along (``Claimer.piggyback``), and only when that queue comes first in strict
+order; otherwise the fetcher claims, so the worker's queue order (strict or weighted)
+holds.
+
 Two calls may be in flight, each with at most half the worker's concurrency: then the
 worker runs one half of its jobs while Redis settles the other half, instead of the two
 taking turns. Measured on a no-op drain (BENCHMARKS.md): one call of up to 200 gave
@@ -88,7 +93,8 @@ class Acker:
     async def _send(self, batch: list[Pending]) -> None:
         c, slots = self.claimer, self.slots
         # The finishing jobs still count as running; their slots are what we refill.
-        claim = 0 if c.stopping() else max(0, min(c.batch, slots.free + len(batch)))
+        claim = (0 if c.stopping() or not c.piggyback
+                 else max(0, min(c.batch, slots.free + len(batch))))
         claim_id = c.ids.new() if claim else ""
         slots.reserve(claim)
         try:
@@ -100,7 +106,7 @@ class Acker:
                 # The script may have run and claimed jobs for us: the fetcher re-sends the
                 # claim id (the reservation goes with it); each completion is retried by
                 # its executor, which recognises its own write if it had landed.
-                slots.unresolved(claim_id, claim)
+                slots.unresolved(c.storage.keys.name, claim_id, claim)
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)

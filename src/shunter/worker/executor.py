@@ -20,7 +20,7 @@ import contextvars
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
@@ -35,9 +35,13 @@ from .processes import KILL_TIME, ProcessPool
 from .settler import Settler
 from .threads import HandlerThreads
 
-__all__ = ["Interrupt", "RunContext", "Running", "execute"]
+__all__ = ["Interrupt", "Middleware", "RunContext", "Running", "execute"]
 
 log = logging.getLogger("shunter.worker")
+
+
+#: ``async (job, call_next) -> result`` around each attempt (see :class:`~shunter.Worker`).
+Middleware = Callable[[Job, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
 class Interrupt(Enum):
@@ -54,6 +58,7 @@ class Running:
     asyncio.wait would build sets, futures and callbacks for every job.)"""
 
     job: Job
+    queue: str
     job_id: str
     token: int  #: the fencing token of this attempt
     reason: Interrupt | None = None
@@ -91,7 +96,6 @@ class RunContext:
     classify: Classifier | None
     default_backoff: Backoff
     max_deferrals: int
-    max_result_bytes: int
     threads: HandlerThreads
     hooks: HookSet
     counters: Counter[str]
@@ -100,6 +104,7 @@ class RunContext:
     began: Callable[[Running, float], None]
     #: The children of ``executor="process"`` tasks.
     processes: ProcessPool
+    middleware: tuple[Middleware, ...] = ()
 
 
 class NotStarted(Exception):
@@ -141,7 +146,10 @@ async def execute(ctx: RunContext, settler: Settler, run: Running) -> None:
             f"no handler registered for task {job.task!r} on this worker"))))
     if ctx.hooks.active:
         ctx.hooks.started(job)
-    exc, result, reason = await _invoke(ctx, run, task)
+    if ctx.middleware:
+        exc, result, reason = await _around(ctx.middleware, job, lambda: _invoke(ctx, run, task))
+    else:
+        exc, result, reason = await _invoke(ctx, run, task)
     if reason is Interrupt.LEASE_LOST:
         log.warning("job %s lost its lease during attempt %s; not committing", job.id, job.attempt)
         if ctx.hooks.active:
@@ -153,11 +161,43 @@ async def execute(ctx: RunContext, settler: Settler, run: Running) -> None:
         return await settler.release(job)
     outcome = decide(job, task, exc, result, classifiers=(task.classify, ctx.classify),
                      default_backoff=ctx.default_backoff, max_deferrals=ctx.max_deferrals,
-                     max_result_bytes=ctx.max_result_bytes)
+                     max_result_bytes=settler.storage.max_payload_bytes)
     return await settler.apply(job, outcome)
 
 
 Ended = tuple[BaseException | None, Any, Interrupt | None]  #: (error, result, interrupt)
+
+
+async def _around(chain: tuple[Middleware, ...], job: Job,
+                  invoke: Callable[[], Awaitable[Ended]]) -> Ended:
+    """Run the attempt inside the middleware chain. What a middleware returns or raises is
+    the attempt's result or error; an interrupt (cancel, lost lease, shutdown) stands
+    whatever the middleware does with it."""
+    ended: Ended | None = None
+
+    async def innermost() -> Any:
+        nonlocal ended
+        ended = await invoke()
+        if ended[0] is not None:
+            raise ended[0]
+        return ended[1]
+
+    call: Callable[[], Awaitable[Any]] = innermost
+    for middleware in reversed(chain):
+        call = functools.partial(middleware, job, call)
+    try:
+        result = await call()
+    except BaseException as exc:
+        if ended is not None and ended[2] is not None:
+            return ended
+        if ended is None and isinstance(exc, asyncio.CancelledError):
+            raise  # our own task is being cancelled
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            exc = HandlerExit(f"middleware raised {type(exc).__name__}({exc})")
+        return exc, None, None
+    if ended is not None and ended[2] is not None:
+        return ended
+    return None, result, None
 
 
 async def _invoke(ctx: RunContext, run: Running, task: Task) -> Ended:

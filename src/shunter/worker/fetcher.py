@@ -1,5 +1,6 @@
-"""The fetcher: a task on the worker's event loop that claims jobs into free slots and
-blocks on the server (``BZPOPMIN`` of the queue's marker) when there is no work.
+"""The fetcher: a task on the worker's event loop that claims jobs into free slots from
+the worker's queues, and blocks on the server (one ``BZPOPMIN`` over every queue's
+marker) when none has work.
 
 It also re-sends claims whose reply was lost (see :mod:`shunter.worker.slots`) before it
 claims anything new, and rides out Redis outages with a capped backoff: it never exits
@@ -11,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..storage import UNAVAILABLE, Storage
+from ..storage import UNAVAILABLE, ClaimResult, Storage
 from .slots import Slots
 
 __all__ = ["ClaimIds", "Claimer", "Fetcher", "Launch"]
@@ -42,8 +44,8 @@ class ClaimIds:
 
 @dataclass(frozen=True, slots=True)
 class Claimer:
-    """What the two claiming tasks (fetcher and acker) share: where they claim, into which
-    slots, how, and what starts the jobs they get."""
+    """What the claiming tasks of one queue (the fetcher, and that queue's acker) share:
+    where they claim, into which slots, how, and what starts the jobs they get."""
 
     storage: Storage
     slots: Slots
@@ -53,62 +55,105 @@ class Claimer:
     lease_ms: int
     worker_id: str
     stopping: Callable[[], bool]  #: True once no new claims may be made
+    #: The queue's acker claims the next jobs along with its completions (see :mod:`.acker`).
+    piggyback: bool = True
+    weight: int = 1  #: share of claims when the worker's queues are weighted
 
 
 class Fetcher:
-    def __init__(self, claimer: Claimer, *, block_timeout: float, stopped: asyncio.Event) -> None:
-        self.storage = claimer.storage
-        self.slots = claimer.slots
-        self.launch = claimer.launch
-        self.claimer = claimer
+    """Claims into free slots from the worker's queues, in ``claimers`` order (strict), or
+    in an order drawn by weight each round (``weighted``): the first queue in the order
+    gets the free slots; a queue that runs short hands the rest to the next one. When no
+    queue has work, it blocks on all of their markers at once."""
+
+    def __init__(self, claimers: Sequence[Claimer], *, block_timeout: float,
+                 stopped: asyncio.Event, weighted: bool = False) -> None:
+        self.claimers = list(claimers)
+        self.by_queue = {c.storage.keys.name: c for c in self.claimers}
+        first = self.claimers[0]
+        self.storage = first.storage
+        self.slots = first.slots
+        self.stopping = first.stopping
+        self.weighted = weighted and len(self.claimers) > 1
         self.block_timeout = block_timeout
         self.stopped = stopped
+        self._others = [c.storage for c in self.claimers[1:]]
         self._outage = 0
 
+    def order(self) -> list[Claimer]:
+        """This round's order: the given one, or a draw without replacement by weight."""
+        if not self.weighted:
+            return self.claimers
+        left, order = list(self.claimers), []
+        while left:
+            pick = random.choices(range(len(left)), weights=[c.weight for c in left])[0]
+            order.append(left.pop(pick))
+        return order
+
     async def run(self, burst: bool) -> None:
-        """Claim until the worker stops; with ``burst``, return once nothing is waiting or
-        scheduled and nothing runs (or the queue is paused)."""
+        """Claim until the worker stops; with ``burst``, return once no queue has a job
+        waiting or scheduled and nothing runs (or the queues are paused)."""
         slots = self.slots
-        c = self.claimer
-        while not c.stopping():
-            free = slots.free
+        while not self.stopping():
             unresolved = slots.next_unresolved()
             if unresolved is not None:
                 # Re-send a claim whose reply was lost once its slots are really free (the
                 # completions that came with it may still be in flight).
-                if free < 0:
+                if slots.free < 0:
                     slots.retry_later(*unresolved)
                     await slots.wait_freed()
                     continue
-                claim_id, count = unresolved
-            else:
-                if free <= 0:
-                    await slots.wait_freed()
-                    continue
-                claim_id, count = c.ids.new(), min(free, c.batch)
+                queue, claim_id, count = unresolved
+                await self._claim(self.by_queue[queue], claim_id, count)
+                continue
+            if slots.free <= 0:
+                await slots.wait_freed()
+                continue
+            claimed, idle, due_ms = False, True, -1
+            for c in self.order():
+                count = min(slots.free, c.batch)
+                if count <= 0:
+                    break
                 slots.reserve(count)
-            try:
-                claim = await self.storage.claim(count, c.lease_ms, c.worker_id, claim_id)
-            except Exception as exc:  # unreachable, or a script error: never end the worker
-                slots.retry_later(claim_id, count)
-                if not isinstance(exc, UNAVAILABLE):
-                    log.error("claim failed: %r", exc)
-                await self.server_unavailable(exc)
+                claim = await self._claim(c, c.ids.new(), count)
+                if claim is None:  # unreachable: the claim is re-sent next round
+                    claimed = True
+                    break
+                if claim.jobs:
+                    claimed = True
+                    if len(claim.jobs) == count:
+                        break  # it may have more: the next round starts over in order
+                if claim.pending and not claim.paused:
+                    idle = False
+                if claim.next_due_ms >= 0:
+                    due_ms = claim.next_due_ms if due_ms < 0 else min(due_ms, claim.next_due_ms)
+            if claimed or slots.has_unresolved:
                 continue
-            slots.unreserve(count)
-            self._outage = 0
-            for fields in claim.jobs:
-                self.launch(fields)
-            if claim.jobs or slots.has_unresolved:
-                continue
-            if burst and not slots.running and (claim.pending == 0 or claim.paused):
+            if burst and not slots.running and idle:
                 return
             timeout = self.block_timeout
-            if claim.next_due_ms >= 0:
-                timeout = min(timeout, claim.next_due_ms / 1000)
+            if due_ms >= 0:
+                timeout = min(timeout, due_ms / 1000)
             if burst:
                 timeout = min(timeout, 0.05)  # notice our own last job finishing
             await self._wait_for_work(timeout)
+
+    async def _claim(self, c: Claimer, claim_id: str, count: int) -> ClaimResult | None:
+        """Claim ``count`` jobs (reserved already) on one queue and start them. None when
+        the call failed: the claim stays reserved, to be re-sent with the same id."""
+        try:
+            claim = await c.storage.claim(count, c.lease_ms, c.worker_id, claim_id)
+        except Exception as exc:  # unreachable, or a script error: never end the worker
+            self.slots.retry_later(c.storage.keys.name, claim_id, count)
+            if not isinstance(exc, UNAVAILABLE):
+                log.error("claim failed: %r", exc)
+            await self.server_unavailable(exc)
+            return None
+        self.slots.unreserve(count)
+        self._outage = 0
+        for fields in claim.jobs:
+            c.launch(fields)
+        return claim
 
     async def server_unavailable(self, exc: BaseException) -> None:
         """Redis is unreachable (restart, failover, network): wait and try again, never exit.
@@ -124,7 +169,7 @@ class Fetcher:
         if timeout <= 0:
             return
         self.slots.nudge.clear()
-        blocker = asyncio.ensure_future(self.storage.wait_for_work(timeout))
+        blocker = asyncio.ensure_future(self.storage.wait_for_work(timeout, self._others))
         stopper = asyncio.ensure_future(self.slots.nudge.wait())
         await asyncio.wait({blocker, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()

@@ -1,11 +1,12 @@
 """Concurrency accounting, owned by the worker's event loop and shared by the fetcher and
-the acker (the two places that claim).
+the ackers (the places that claim).
 
 A slot is either running an attempt or reserved by a claim in flight, so the worker never
-claims more than it can run. Attempts are keyed by (job id, fencing token), never by the
-job id alone: a worker frozen past its lease can claim a rescued job again while its first
-attempt still winds down here; the new claim supersedes the old attempt, and each
-attempt's end removes only its own entry.
+claims more than it can run; one set of slots serves every queue of the worker. Attempts
+are keyed by (queue, job id, fencing token), never by the job id alone: a worker frozen
+past its lease can claim a rescued job again while its first attempt still winds down
+here; the new claim supersedes the old attempt, and each attempt's end removes only its
+own entry.
 
 A claim whose reply never came (connection cut after the script ran) keeps its
 reservation as *unresolved* until the fetcher re-sends it with the same claim id, which
@@ -20,12 +21,19 @@ from typing import Protocol
 
 __all__ = ["AttemptKey", "Slots"]
 
-#: One attempt of a job in this worker: (job id, fencing token).
-AttemptKey = tuple[str, int]
+#: One attempt of a job in this worker: (queue, job id, fencing token).
+AttemptKey = tuple[str, str, int]
+#: A job of this worker: (queue, job id).
+JobKey = tuple[str, str]
+#: A claim whose reply was lost: (queue, claim id, slots reserved for it).
+Unresolved = tuple[str, str, int]
 
 
 class Attempt(Protocol):
     """What slots need of a running attempt (see :class:`shunter.worker.executor.Running`)."""
+
+    @property
+    def queue(self) -> str: ...
 
     @property
     def job_id(self) -> str: ...
@@ -43,19 +51,19 @@ class Slots:
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
         self._running: dict[AttemptKey, Attempt] = {}
-        self._newest: dict[str, Attempt] = {}
+        self._newest: dict[JobKey, Attempt] = {}
         #: Slots promised to claims in flight (fetcher and acker), so they never over-claim.
         self.reserved = 0
-        self._unresolved: list[tuple[str, int]] = []
+        self._unresolved: list[Unresolved] = []
         self._freed = asyncio.Event()
         #: Set when the fetcher should stop waiting for work and look again (a claim became
         #: unresolved, or the worker is stopping).
         self.nudge = asyncio.Event()
 
     @staticmethod
-    def attempt_key(job_id: str, token: int) -> AttemptKey:
-        """One attempt of a job in this worker: (job id, fencing token)."""
-        return (job_id, token)
+    def attempt_key(queue: str, job_id: str, token: int) -> AttemptKey:
+        """One attempt of a job in this worker: (queue, job id, fencing token)."""
+        return (queue, job_id, token)
 
     @property
     def free(self) -> int:
@@ -76,17 +84,18 @@ class Slots:
     def unreserve(self, count: int) -> None:
         self.reserved -= count
 
-    def unresolved(self, claim_id: str, count: int) -> None:
-        """A claim of ``count`` jobs (its slots reserved) got no reply: the script may have
-        run on the server. The reservation stays until :meth:`next_unresolved` hands it out."""
-        self._unresolved.append((claim_id, count))
+    def unresolved(self, queue: str, claim_id: str, count: int) -> None:
+        """A claim of ``count`` jobs on ``queue`` (its slots reserved) got no reply: the
+        script may have run on the server. The reservation stays until
+        :meth:`next_unresolved` hands it out."""
+        self._unresolved.append((queue, claim_id, count))
         self.nudge.set()
 
-    def retry_later(self, claim_id: str, count: int) -> None:
+    def retry_later(self, queue: str, claim_id: str, count: int) -> None:
         """Put back an unresolved claim that could not be re-sent yet (still reserved)."""
-        self._unresolved.insert(0, (claim_id, count))
+        self._unresolved.insert(0, (queue, claim_id, count))
 
-    def next_unresolved(self) -> tuple[str, int] | None:
+    def next_unresolved(self) -> Unresolved | None:
         return self._unresolved.pop(0) if self._unresolved else None
 
     @property
@@ -97,24 +106,26 @@ class Slots:
     def add(self, attempt: Attempt) -> bool:
         """Count a new attempt; an older attempt of the same job running here is superseded
         (it lost its lease). Returns True when one was."""
-        key = self.attempt_key(attempt.job_id, attempt.token)
-        older = self._newest.get(attempt.job_id)  # None but after a freeze: the hot path
-        superseded = (older is not None and self.attempt_key(older.job_id, older.token) != key
-                      and older.supersede())
+        job = (attempt.queue, attempt.job_id)
+        key = self.attempt_key(attempt.queue, attempt.job_id, attempt.token)
+        older = self._newest.get(job)  # None but after a freeze: the hot path
+        superseded = (older is not None and self.attempt_key(older.queue, older.job_id, older.token)
+                      != key and older.supersede())
         self._running[key] = attempt
-        self._newest[attempt.job_id] = attempt
+        self._newest[job] = attempt
         return superseded
 
-    def get(self, job_id: str, token: int) -> Attempt | None:
+    def get(self, queue: str, job_id: str, token: int) -> Attempt | None:
         """The attempt of this job holding ``token``, if it runs here."""
-        attempt = self._running.get(self.attempt_key(job_id, token))
+        attempt = self._running.get(self.attempt_key(queue, job_id, token))
         return attempt if attempt is not None and attempt.token == token else None
 
     def remove(self, attempt: Attempt) -> None:
         """The attempt ended: remove its entries only (a newer attempt may be running)."""
-        self._running.pop(self.attempt_key(attempt.job_id, attempt.token), None)
-        if self._newest.get(attempt.job_id) is attempt:
-            del self._newest[attempt.job_id]
+        self._running.pop(self.attempt_key(attempt.queue, attempt.job_id, attempt.token), None)
+        job = (attempt.queue, attempt.job_id)
+        if self._newest.get(job) is attempt:
+            del self._newest[job]
         self._freed.set()
 
     async def wait_freed(self) -> None:

@@ -1,4 +1,5 @@
-"""The Worker: wiring and lifecycle (run, close, signals, shutdown) of one queue's worker.
+"""The Worker: wiring and lifecycle (run, close, signals, shutdown) of a worker of one or
+more queues.
 
 What runs, and who owns it:
 
@@ -9,8 +10,10 @@ What runs, and who owns it:
 - off the loop: the lease keeper thread (:mod:`.lease`), the threads of sync handlers
   (:mod:`.threads`) and the child processes of ``executor="process"`` tasks (:mod:`.processes`).
 
-:mod:`.slots` owns concurrency accounting for the fetcher and the acker; both start jobs
-through one :meth:`Worker._launch`. Attempts are keyed by (job id, fencing token): a
+:mod:`.slots` owns concurrency accounting for the fetcher and the ackers; they start jobs
+through one :meth:`Worker._launch`. Each queue is a :class:`~.lanes.Lane` (its storage,
+acker and settler); slots, the lease keeper, threads, maintenance and hooks serve all of
+them. Attempts are keyed by (job id, fencing token): a
 worker frozen past its lease (SIGSTOP, a long GC pause) can claim a rescued job again
 while its first attempt still winds down; the new claim interrupts the old one.
 Observers plug in through :mod:`.hooks`. No module of this package imports this one.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -30,10 +33,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from .. import codec
-from ..errors import InvalidInput
+from ..errors import InvalidInput, WorkerStartupError
 from ..job import Job
 from ..options import DEFAULT_BACKOFF, Backoff
 from ..outcome import Classifier, Task
@@ -46,11 +50,13 @@ from ..storage import (
     validate_limits,
 )
 from ..storage.connection import RedisLike, async_client, sync_twin
+from ..tasks import TaskDef, Tasks
 from .acker import Acker
 from .checks import ServerReport, check_server
-from .executor import Interrupt, RunContext, Running, execute
+from .executor import Interrupt, Middleware, RunContext, Running, execute
 from .fetcher import Claimer, ClaimIds, Fetcher
 from .hooks import Hooks, HookSet
+from .lanes import Lane, Queues, parse_queues
 from .lease import LeaseKeeper
 from .maintenance import Maintenance
 from .processes import ProcessPool
@@ -63,15 +69,43 @@ __all__ = ["Worker"]
 log = logging.getLogger("shunter.worker")
 
 
+def _handlers(tasks: Any) -> dict[str, Task]:
+    """Task name -> Task, from a Tasks registry or a mapping of name -> handler."""
+    if isinstance(tasks, Tasks):
+        tasks = tasks.handlers()
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise InvalidInput("tasks must be a shunter.Tasks registry or a non-empty mapping of "
+                           "task name -> handler")
+    resolved: dict[str, Task] = {}
+    for task_name, handler in tasks.items():
+        codec.validate_task_name(task_name)
+        if isinstance(handler, TaskDef):
+            handler = handler.handler()
+        resolved[task_name] = handler if isinstance(handler, Task) else Task(handler)
+    return resolved
+
+
 def _positive(value: object, what: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise InvalidInput(f"{what} must be between {low:g} and {high:g}, got {value!r}")
     return float(value)
 
 
-class Worker:
-    """Runs the handlers in ``tasks`` (task name -> callable or :class:`Task`) for one queue.
+#: ``lifespan(worker)``: an async context manager whose value is every job's ``job.context``.
+Lifespan = Callable[["Worker"], AbstractAsyncContextManager[Any]]
 
+
+class Worker:
+    """Runs the handlers in ``tasks`` for the jobs of one or more queues.
+
+    - ``queues``: a queue name; a list of names, served in strict order (a queue gets free
+      slots only while the ones before it have no job ready); or a mapping of name ->
+      weight, where each round a queue comes first with a chance proportional to its
+      weight. One concurrency limit, lease thread, thread pool and maintenance task serve
+      them all, and an idle worker blocks on all of them at once. Default: every queue of
+      a :class:`~shunter.Tasks` registry.
+    - ``tasks``: a :class:`~shunter.Tasks` registry, or a mapping of task name -> callable
+      or :class:`~shunter.Task`.
     - ``concurrency``: jobs run at once (async handlers as tasks, sync ones in threads).
     - ``processes``: child processes for ``Task(fn, executor="process")`` jobs, started as
       they are needed (default: one per CPU).
@@ -90,9 +124,17 @@ class Worker:
     - ``name``: the worker id shown in jobs and events (default ``host:pid:random``).
     - ``hooks``: :class:`~shunter.worker.hooks.Hooks` objects told of every claim, start,
       settlement, lost lease and abandoned handler (metrics, tracing).
+    - ``lifespan``: ``lifespan(worker)`` returns an async context manager, entered before
+      the first claim and left after the last job ended; what it yields is ``job.context``
+      in every handler (a database pool, an HTTP client, a model). If entering it raises,
+      :meth:`run` raises :class:`~shunter.errors.WorkerStartupError` and claims nothing.
+    - ``middleware``: ``async (job, call_next) -> result`` functions around each attempt,
+      the first outermost; ``await call_next()`` runs the handler (with its timeout and
+      interrupts) and returns its result or raises its error.
     """
 
-    def __init__(self, queue: str, tasks: Mapping[str, Callable[..., Any] | Task],
+    def __init__(self, queues: Queues | None = None,
+                 tasks: Tasks | Mapping[str, Callable[..., Any] | Task | TaskDef[Any]] | None = None,
                  redis: RedisLike = None, *, concurrency: int = 50, lease: float = 30.0,
                  job_timeout: float = 300.0, max_stalls: int = 1, shutdown_timeout: float = 30.0,
                  cancel_grace: float = 5.0, classify: Classifier | None = None,
@@ -100,14 +142,18 @@ class Worker:
                  batch: int | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
                  max_events: int = DEFAULT_MAX_EVENTS, block_timeout: float = 5.0,
                  name: str | None = None, hooks: Sequence[Hooks] = (),
+                 lifespan: Lifespan | None = None, middleware: Sequence[Middleware] = (),
                  processes: int | None = None) -> None:
-        codec.validate_queue_name(queue)
-        if not isinstance(tasks, Mapping) or not tasks:
-            raise InvalidInput("tasks must be a non-empty mapping of task name -> handler")
-        self.tasks: dict[str, Task] = {}
-        for task_name, handler in tasks.items():
-            codec.validate_task_name(task_name)
-            self.tasks[task_name] = handler if isinstance(handler, Task) else Task(handler)
+        #: The arguments, for :meth:`replace`.
+        self._init: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.tasks: dict[str, Task] = _handlers(tasks)
+        if queues is None:
+            queues = tasks.queues if isinstance(tasks, Tasks) else None
+            if not queues:
+                raise InvalidInput("Worker needs queues= (or tasks given as a shunter.Tasks "
+                                   "registry, whose queues it then serves)")
+        order = parse_queues(queues)
+        self.queues: list[str] = list(order.names)
         self.concurrency = int(_positive(concurrency, "concurrency", 1, 10_000))
         self.lease = _positive(lease, "lease", 0.1, 3600)
         self.job_timeout = _positive(job_timeout, "job_timeout", 0.001, 7 * 86400)
@@ -122,22 +168,29 @@ class Worker:
             raise InvalidInput(f"classify must be callable, got {classify!r}")
         if not isinstance(default_backoff, Backoff):
             raise InvalidInput(f"default_backoff must be a Backoff, got {default_backoff!r}")
+        if lifespan is not None and not callable(lifespan):
+            raise InvalidInput(f"lifespan must be a function of the worker returning an async "
+                               f"context manager, got {lifespan!r}")
+        if isinstance(middleware, (str, bytes)) or not all(callable(m) for m in middleware):
+            raise InvalidInput("middleware must be a list of async (job, call_next) functions")
         self.classify = classify
         self.default_backoff = default_backoff
+        self.lifespan = lifespan
+        #: What the lifespan yielded: every job's ``job.context`` (None without a lifespan).
+        self.resources: Any = None
+        self._lifespan_cm: AbstractAsyncContextManager[Any] | None = None
         if name is not None and (not isinstance(name, str) or not name.isprintable()
                                  or not 0 < len(name) <= 200):
             raise InvalidInput(f"worker name must be 1-200 printable characters, got {name!r}")
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         max_events, max_payload_bytes = validate_limits(max_events, max_payload_bytes)
-        self._client, self._owned = async_client(redis)
-        self.storage = Storage(self._client, queue, max_payload_bytes=max_payload_bytes,
-                               max_events=max_events)
         #: Jobs completed, retried, failed, cancelled, released, and commits refused.
         self.counters: Counter[str] = Counter()
         self.server: ServerReport | None = None
         if isinstance(hooks, (str, bytes)) or not all(isinstance(h, Hooks) for h in hooks):
             raise InvalidInput("hooks must be a list of shunter.worker.Hooks objects")
         self.hooks = HookSet(hooks)
+        self._client, self._owned = async_client(redis)
         #: Threads of sync handlers: one per slot, plus one per abandoned handler.
         self.threads = HandlerThreads(self.concurrency)
         self.processes = ProcessPool(processes, self.cancel_grace)
@@ -147,26 +200,52 @@ class Worker:
         self._stop = asyncio.Event()
         self._lease: LeaseKeeper | None = None
         self.lease_ms = int(self.lease * 1000)
-        claimer = Claimer(self.storage, self.slots, self._launch, ClaimIds(), self.batch,
-                          self.lease_ms, self.id, lambda: self._stopping)
-        self.fetcher = Fetcher(claimer, block_timeout=self.block_timeout, stopped=self._stop)
-        self.acker = Acker(claimer)
-        self.settler = Settler(self.storage, self.acker, self.lease, self.counters, self.hooks)
+        ids = ClaimIds()
+        #: One lane per queue, in the order given.
+        self.lanes: list[Lane] = []
+        strict_first = not order.weighted
+        for index, (queue, weight) in enumerate(zip(order.names, order.weights, strict=True)):
+            lane = Lane(Storage(self._client, queue, max_payload_bytes=max_payload_bytes,
+                                max_events=max_events))
+            # Completions claim along only where that cannot break the queue order: a lone
+            # queue, or the first of a strict order.
+            lane.claimer = Claimer(lane.storage, self.slots, functools.partial(self._launch, lane),
+                                   ids, self.batch, self.lease_ms, self.id, lambda: self._stopping,
+                                   piggyback=index == 0 and strict_first, weight=weight)
+            lane.acker = Acker(lane.claimer)
+            lane.settler = Settler(lane.storage, lane.acker, self.lease, self.counters, self.hooks)
+            self.lanes.append(lane)
+        self._lanes = {lane.name: lane for lane in self.lanes}
+        #: The first queue's storage.
+        self.storage = self.lanes[0].storage
+        self.fetcher = Fetcher([lane.claimer for lane in self.lanes],
+                               block_timeout=self.block_timeout, stopped=self._stop,
+                               weighted=order.weighted)
         self.context = RunContext(
             self.tasks, self.job_timeout, self.cancel_grace, self.classify, self.default_backoff,
-            self.max_deferrals, self.storage.max_payload_bytes, self.threads, self.hooks,
-            self.counters, self._handler_began, self.processes)
+            self.max_deferrals, self.threads, self.hooks, self.counters, self._handler_began,
+            self.processes, tuple(middleware))
         self.maintenance = Maintenance()
         interval = max(self.lease / 2, 0.05)
-        # Rescue about twice per lease period; a SET NX PX lock in the script keeps the
-        # whole fleet to one rescue per period.
-        self.maintenance.register("rescue", interval, lambda: self.storage.rescue(
-            self.max_stalls, lock_ms=max(int(interval * 900), 1)))
-        # The heartbeat outlives three missed beats, so `shunter status` shows a worker
-        # until ~3 maintenance periods after it died.
-        self.maintenance.register("heartbeat", interval, lambda: self.storage.heartbeats.beat(
-            self.id, self._heartbeat(), max(int(interval * 3000), 5000)))
+        for lane in self.lanes:
+            # Rescue about twice per lease period; a SET NX PX lock in the script keeps
+            # the whole fleet to one rescue per queue and period.
+            self.maintenance.register(f"rescue {lane.name}", interval, functools.partial(
+                lane.storage.rescue, self.max_stalls, lock_ms=max(int(interval * 900), 1)))
+            # The heartbeat outlives three missed beats, so `shunter status` shows a worker
+            # until ~3 maintenance periods after it died.
+            self.maintenance.register(f"heartbeat {lane.name}", interval, functools.partial(
+                self._beat, lane, max(int(interval * 3000), 5000)))
         self._started_at = time.time()
+
+    def replace(self, **changes: Any) -> Worker:
+        """A new worker with the same arguments but ``changes`` (e.g. ``queues=``,
+        ``concurrency=``, ``redis=``); nothing else is dropped. The CLI uses it for
+        ``-Q``, ``-c`` and ``--redis``."""
+        unknown = set(changes) - set(self._init)
+        if unknown:
+            raise InvalidInput(f"Worker has no option(s) {sorted(unknown)}")
+        return Worker(**{**self._init, **changes})
 
     @property
     def stopping(self) -> bool:
@@ -194,18 +273,20 @@ class Worker:
         scheduled and no job is in flight (or the queue is paused)."""
         loop = asyncio.get_running_loop()
         self.server = await check_server(self.storage)
-        await self.storage.load_settings()  # the queue's stored caps win over our own
-        self.context = dataclasses.replace(self.context,
-                                           max_result_bytes=self.storage.max_payload_bytes)
+        for lane in self.lanes:
+            await lane.storage.load_settings()  # each queue's stored caps win over our own
+        await self._enter_lifespan()
         self._lease = LeaseKeeper(BlockingStorage(sync_twin(self._client), self.storage.keys.name),
                                   loop, self.lease_ms, self._on_lease_lost, self._on_cancel_requested)
         self._lease.start()
         signals = self._install_signals(loop) if handle_signals else []
         self._started_at = time.time()
         maintenance = loop.create_task(self.maintenance.run())
-        self.acker.start()
-        log.info("worker %s on queue %s: concurrency %d, lease %gs, tasks %s", self.id,
-                 self.storage.keys.name, self.concurrency, self.lease, ", ".join(self.tasks))
+        for lane in self.lanes:
+            lane.acker.start()
+        log.info("worker %s on %s %s: concurrency %d, lease %gs, tasks %s", self.id,
+                 "queue" if len(self.lanes) == 1 else "queues", ", ".join(self.queues),
+                 self.concurrency, self.lease, ", ".join(self.tasks))
         try:
             await self.fetcher.run(burst)
         finally:
@@ -220,6 +301,27 @@ class Worker:
             await self._shutdown()
             for sig in signals:
                 loop.remove_signal_handler(sig)
+
+    async def _enter_lifespan(self) -> None:
+        if self.lifespan is None:
+            return
+        try:
+            cm = self.lifespan(self)
+            self.resources = await cm.__aenter__()
+        except Exception as exc:
+            if self._owned:
+                await self._client.aclose()
+            raise WorkerStartupError(f"worker {self.id}: lifespan startup failed, nothing "
+                                     f"was claimed: {exc!r}") from exc
+        self._lifespan_cm = cm
+
+    async def _exit_lifespan(self) -> None:
+        cm, self._lifespan_cm = self._lifespan_cm, None
+        if cm is not None:
+            try:
+                await cm.__aexit__(None, None, None)
+            except Exception:
+                log.exception("worker %s: lifespan shutdown failed", self.id)
 
     async def close(self) -> None:
         """Ask the worker to stop: no new claims; :meth:`run` returns after in-flight jobs
@@ -255,12 +357,13 @@ class Worker:
         self.slots.wake()
 
     # -- attempts ------------------------------------------------------------------------------
-    def _launch(self, fields: dict[bytes, bytes]) -> None:
-        """Begin running one job just claimed (by the fetcher or the acker)."""
-        job = Job(self.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)
+    def _launch(self, lane: Lane, fields: dict[bytes, bytes]) -> None:
+        """Begin running one job just claimed on ``lane`` (by the fetcher or an acker)."""
+        job = Job(lane.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)
         job._loop = asyncio.get_running_loop()
         job._in_worker = True
-        run = Running(job, job.id, job.token or 0)
+        job.context = self.resources
+        run = Running(job, lane.name, job.id, job.token or 0)
         if self.slots.add(run):
             # Claimed again while an older attempt still runs here: this worker was frozen
             # past its lease and the job was rescued. The older attempt lost its lease.
@@ -270,8 +373,8 @@ class Worker:
         timeout = job.timeout or (self.tasks[job.task].timeout if job.task in self.tasks else None)
         hard = time.monotonic() + (timeout or self.job_timeout) + self.cancel_grace + self.lease
         assert self._lease is not None
-        self._lease.add(self.storage.keys, job.id, job.token or 0, hard)
-        task = job._loop.create_task(self._execute(run))
+        self._lease.add(lane.storage.keys, job.id, job.token or 0, hard)
+        task = job._loop.create_task(self._execute(lane, run))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -279,12 +382,12 @@ class Worker:
         """A sync handler's thread started it (called in that thread): its lease is renewed
         for ``timeout`` from now, not from when it was queued."""
         if self._lease is not None:
-            self._lease.set_deadline(self.storage.keys.name, run.job_id, run.token,
+            self._lease.set_deadline(run.queue, run.job_id, run.token,
                                      time.monotonic() + timeout + self.cancel_grace + self.lease)
 
-    async def _execute(self, run: Running) -> None:
+    async def _execute(self, lane: Lane, run: Running) -> None:
         try:
-            await execute(self.context, self.settler, run)
+            await execute(self.context, lane.settler, run)
         except UNAVAILABLE as exc:
             # Redis unreachable at commit time for a whole lease: the lease will expire and
             # the job be rescued.
@@ -295,24 +398,27 @@ class Worker:
             # Only this attempt's entries: a newer attempt of the same job may be running.
             self.slots.remove(run)
             if self._lease is not None:
-                self._lease.remove(self.storage.keys.name, run.job_id, run.token)
+                self._lease.remove(run.queue, run.job_id, run.token)
 
     # -- signals from the lease keeper (run on the loop via call_soon_threadsafe) ----------
     def _on_lease_lost(self, queue: str, job_id: str, token: int) -> None:
-        run = self.slots.get(job_id, token)
+        run = self.slots.get(queue, job_id, token)
         if isinstance(run, Running) and run.signal(Interrupt.LEASE_LOST):
             self.counters["lease_lost"] += 1
 
     def _on_cancel_requested(self, queue: str, job_id: str, token: int) -> None:
-        run = self.slots.get(job_id, token)
+        run = self.slots.get(queue, job_id, token)
         if isinstance(run, Running):
             run.signal(Interrupt.CANCEL)
 
     # -- heartbeat and shutdown ----------------------------------------------------------------
-    def _heartbeat(self) -> bytes:
+    async def _beat(self, lane: Lane, ttl_ms: int) -> None:
+        await lane.storage.heartbeats.beat(self.id, self._heartbeat(lane.name), ttl_ms)
+
+    def _heartbeat(self, queue: str) -> bytes:
         host, pid = socket.gethostname(), os.getpid()
         return codec.dumps({
-            "id": self.id, "queue": self.storage.keys.name, "host": host, "pid": pid,
+            "id": self.id, "queue": queue, "queues": self.queues, "host": host, "pid": pid,
             "concurrency": self.concurrency, "running": self.slots.running,
             "abandoned": self.threads.abandoned,
             "started_at": self._started_at, "loop_lag": round(self.loop_lag, 4),
@@ -324,13 +430,14 @@ class Worker:
         them with the same claim id and hand them back at once (best effort; if Redis is
         still unreachable they are rescued when their lease runs out)."""
         while (unresolved := self.slots.next_unresolved()) is not None:
-            claim_id, count = unresolved
+            queue, claim_id, count = unresolved
+            storage = self._lanes[queue].storage
             try:
                 # count 0: only the stored batch comes back, never new jobs
-                claim = await self.storage.claim(0, self.lease_ms, self.id, claim_id)
+                claim = await storage.claim(0, self.lease_ms, self.id, claim_id)
                 for fields in claim.jobs:
                     with contextlib.suppress(Exception):
-                        await self.storage.release(fields[b"id"].decode(), int(fields[b"token"]))
+                        await storage.release(fields[b"id"].decode(), int(fields[b"token"]))
             except Exception as exc:
                 log.warning("could not hand back the jobs of an unanswered claim: %s", exc)
             self.slots.unreserve(count)
@@ -346,13 +453,16 @@ class Worker:
             run.signal(Interrupt.SHUTDOWN)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self.cancel_grace + 10)
-        await self.acker.stop()
+        for lane in self.lanes:
+            await lane.acker.stop()
         await self._hand_back_unresolved()
         if self._lease is not None:
             self._lease.stop()
             await asyncio.to_thread(self._lease.join, 5)
-        with contextlib.suppress(Exception):
-            await self.storage.heartbeats.forget(self.id)
+        for lane in self.lanes:
+            with contextlib.suppress(Exception):
+                await lane.storage.heartbeats.forget(self.id)
+        await self._exit_lifespan()
         self.threads.shutdown()
         await self.processes.shutdown()
         if self._owned:
