@@ -62,7 +62,7 @@ async def main() -> None:
 
         started = time.monotonic()
         jobs = [await queue.add("count_primes", {"limit": limit}) for limit in (100_000, 120_000)]
-        stuck = await queue.add("runaway", attempts=1)
+        stuck = await queue.add("runaway", max_attempts=1)
         for job in jobs:
             result = await job.wait(timeout=30)
             print(f"primes below {result['limit']}: {result['primes']} "

@@ -247,13 +247,13 @@ async def test_bad_run_at(untouched: Queue, run_at: Any) -> None:
 
 # -- numbers ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("priority", [1001, -1001, 10**9, 1.0, 1.5, True, False, "1", None],
+@pytest.mark.parametrize("priority", [1001, -1001, 10**9, 1.0, 1.5, True, False, "1"],
                          ids=str)
 async def test_bad_priority(untouched: Queue, priority: Any) -> None:
     await rejected(untouched, InvalidInput, "priority", priority=priority)
 
 
-@pytest.mark.parametrize("max_attempts", [0, -1, 1001, 1.0, 2.5, True, "3", None], ids=str)
+@pytest.mark.parametrize("max_attempts", [0, -1, 1001, 1.0, 2.5, True, "3"], ids=str)
 async def test_bad_max_attempts(untouched: Queue, max_attempts: Any) -> None:
     await rejected(untouched, InvalidInput, "max_attempts", max_attempts=max_attempts)
 
@@ -339,3 +339,10 @@ async def test_bad_input_after_good_changes_nothing(queue: Queue, client: redis.
     after = (await keyspace(client, queue), await client.xlen(queue.storage.keys.events),
              await client.hgetall(queue.storage.keys.job("good")), await queue.counts())
     assert after == before
+
+
+@pytest.mark.redis
+async def test_none_means_the_default_priority_and_attempts(queue: Queue) -> None:
+    """None for priority or max_attempts means "the task's, else the default" (0 and 3)."""
+    job = await queue.add("t", priority=None, max_attempts=None)
+    assert (job.priority, job.max_attempts) == (0, 3)

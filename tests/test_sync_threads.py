@@ -131,7 +131,7 @@ async def test_abandoned_handlers_never_starve_new_sync_jobs(queue: Queue,
         for job in fresh:
             done = await settled(queue, job.id, timeout=10)
             assert done.state is State.COMPLETED, done.error
-        beat = orjson.loads(worker._heartbeat())
+        beat = orjson.loads(worker._heartbeat(worker.queues[0]))
         assert beat["abandoned"] == 8
     finally:
         release.set()

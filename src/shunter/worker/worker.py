@@ -150,8 +150,8 @@ class Worker:
         if queues is None:
             queues = tasks.queues if isinstance(tasks, Tasks) else None
             if not queues:
-                raise InvalidInput("Worker needs queues= (or tasks given as a shunter.Tasks "
-                                   "registry, whose queues it then serves)")
+                raise InvalidInput("Worker needs queues= (a queue name, a list, or a mapping of "
+                                   "weights), or tasks given as a shunter.Tasks registry")
         order = parse_queues(queues)
         self.queues: list[str] = list(order.names)
         self.concurrency = int(_positive(concurrency, "concurrency", 1, 10_000))
