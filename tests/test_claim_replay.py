@@ -163,3 +163,39 @@ async def test_a_complete_and_claim_cut_after_it_ran_orphans_nothing(proxy: Prox
     finished, ran = await run_through(proxy, direct, 12, SCRIPTS["complete"].sha.encode())
     assert_each_ran_once(finished, ran)
     assert len(await events(direct.storage, name="complete")) == 12
+
+
+async def test_a_lost_claim_is_replayed_on_its_own_queue(proxy: Proxy, direct: Queue,
+                                                         server: RedisServer) -> None:
+    """A worker of two queues: the claim whose reply is lost is re-sent, with its id, to the
+    queue it was made on. Weighted 1:1000 so the first claim (the one cut) is almost always
+    the second queue's; mapped to the wrong queue, its batch would be orphaned and stall."""
+    other = Queue(f"{direct.name}-other", server.url)
+    ran: list[str] = []
+
+    async def work(job: Job) -> int:
+        ran.append(job.id)
+        return 1
+
+    try:
+        added = [await direct.add("work", {"n": n}) for n in range(6)]
+        proxy.drop_reply_after(SCRIPTS["claim"].sha.encode())
+        worker = Worker({other.name: 1, direct.name: 1000}, {"work": work}, proxy.url, lease=2.0,
+                        concurrency=4, max_stalls=0, block_timeout=0.2)
+        task = asyncio.ensure_future(worker.run(handle_signals=False))
+        try:
+            async def drained() -> bool:
+                counts = await direct.counts()
+                return counts["completed"] + counts["failed"] == 6
+
+            await eventually(drained, 30, 0.05, "every job finished")
+            assert proxy.dropped == 1, "the proxy swallowed a reply"
+        finally:
+            await worker.close()
+            await asyncio.wait_for(task, 30)
+        finished = [await direct.get_job(j.id) for j in added]
+        assert_each_ran_once([j for j in finished if j is not None], ran)
+        assert len(await events(direct.storage, name="claim")) == 6, "each job was claimed once"
+    finally:
+        await other.obliterate(force=True)
+        await other.close()
