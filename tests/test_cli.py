@@ -204,6 +204,10 @@ async def test_worker_burst_factory_on_two_queues_then_clean(queue: Queue, app: 
         assert (await first.wait(timeout=5))["echo"] == {"n": 1}
         assert (await second.wait(timeout=5))["echo"] == {"n": 2}
         assert (await queue.get_job(failing.id)).state == "failed"
+        # one worker served both queues (no clone per queue)
+        ran_first, ran_second = await queue.get_job(first.id), await other.get_job(second.id)
+        assert ran_first is not None and ran_second is not None
+        assert ran_first.worker is not None and ran_first.worker == ran_second.worker
 
         assert ok("clean", q, "--older-than", "1h") == f"deleted 0 completed jobs from {q}\n"
         assert ok("clean", q) == f"deleted 1 completed job from {q}\n"
