@@ -15,7 +15,9 @@ import pytest
 import redis.asyncio
 
 from shunter.producer import build_spec
+from shunter.states import State
 from shunter.storage import JobSpec, Storage
+from shunter.storage.scripts import SCRIPTS, Script
 
 from .conftest import eventually
 
@@ -269,3 +271,84 @@ async def test_seq_starts_at_one_on_a_new_or_old_stream(storage: Storage,
     await storage.obliterate(force=True)
     await storage.enqueue(spec("b"))
     assert [f[b"seq"] for _, f in await client.xrange(storage.keys.events)] == [b"1"]
+
+
+
+async def test_seq_counts_on_from_the_stream_when_meta_keeps_no_count(
+        storage: Storage, client: redis.asyncio.Redis) -> None:
+    # a meta hash written by a version that did not keep the count: the first call reads
+    # the newest entry's seq, and keeps the count from then on
+    await storage.enqueue(spec("a"))
+    await storage.enqueue(spec("b"))
+    await client.hdel(storage.keys.meta, "event_seq")
+    await storage.enqueue(spec("c"))
+    assert [f[b"seq"] for _, f in await client.xrange(storage.keys.events)] == [b"1", b"2", b"3"]
+    assert await client.hget(storage.keys.meta, "event_seq") == b"3"
+
+# -- the counters a call keeps in the meta hash (keep_seq) ---------------------------------------
+
+async def test_every_script_that_appends_events_keeps_the_count_in_meta(
+        storage: Storage, client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The number of a queue's last event lives in its meta hash (`event_seq`): the next
+    call counts on from there, so a script that appended events without writing it back
+    (keep_seq) would make the next one repeat their numbers. Every script that can append
+    an event runs here, each way it can end after one, and after every call the meta hash
+    holds the newest event's seq."""
+    ran: list[str] = []
+    run = Script.run
+
+    async def checked(self: Script, c: redis.asyncio.Redis, keys: Any, args: Any) -> Any:
+        reply = await run(self, c, keys, args)
+        ran.append(self.name)
+        newest = await client.xrevrange(storage.keys.events, count=1)
+        if await client.exists(storage.keys.meta):
+            assert await client.hget(storage.keys.meta, "event_seq") == newest[0][1][b"seq"], (
+                self.name, len(ran))
+        return reply
+
+    monkeypatch.setattr(Script, "run", checked)
+    await storage.enqueue(spec("later", delay=0.001))
+    assert not await client.exists(storage.keys.meta)  # only scheduled jobs: no meta hash
+    await eventually(lambda: storage.promote(), message="promoted")  # creates it
+    await storage.enqueue(spec("a"))
+    token = await claim(storage)
+    await storage.progress("later", token, b"1")
+    await storage.retry("later", token, 60_000, error("E", "later"))  # to scheduled
+    token = await claim(storage)
+    await storage.retry("a", token, 0, error("E", "again"))  # back in line
+    token = await claim(storage)
+    await storage.cancel("a", "bob", "stop")  # still active, flagged
+    await storage.retry("a", token, 0, error("E", "x"))  # the request wins: cancelled
+    await storage.replay("a")
+    token = await claim(storage)
+    await storage.release("a", token)
+    token = await claim(storage)
+    await storage.cancel("a", "bob", "stop")
+    await storage.release("a", token)  # cancelled
+    await storage.replay("a")
+    token = await claim(storage)
+    await storage.cancel("a", "bob", "stop")
+    await storage.abort("a", token)
+    await storage.replay("a")
+    token = await claim(storage)
+    await storage.fail("a", token, error("E", "no"))
+    await storage.replay("a")
+    await claim(storage, lease_ms=1)
+    await expire(client, storage, "a")
+    await storage.rescue(max_stalls=5)
+    token = await claim(storage)
+    await storage.complete_many([("a", token, b"1")], claim=1, lease_ms=LEASE, worker_id="w")
+    await storage.enqueue(spec("b"))
+    await storage.cancel("b", "bob", "stop")  # waiting: cancelled at once
+    await storage.pause()
+    await storage.resume()
+    await storage.configure(max_events=500)
+    await storage.enqueue(spec("c"))
+    await storage.drain()
+    await storage.clean(State.COMPLETED, 0)
+    emitting = {name for name, script in SCRIPTS.items() if "emit" in script.helpers}
+    assert set(ran) >= emitting
+    events = await stream(client, storage)
+    assert [int(e["seq"]) for e in events] == list(range(1, len(events) + 1))
+    # the waiting line's sequence is kept the same way: nine times put at the back of a line
+    assert await client.hget(storage.keys.meta, "seq") == b"9"

@@ -164,6 +164,38 @@ def test_no_script_carries_a_helper_it_does_not_use(name: str) -> None:
         assert not re.search(rf"local function {other}\(", script.source), other
 
 
+#: The helpers that count on a counter of the meta hash in k (see lib/keep_seq.lua).
+COUNTING = {"emit", "waiting_score"}
+
+
+def _counting_helpers() -> set[str]:
+    """COUNTING and every helper that includes one of them, directly or not."""
+    helpers = library()
+    return {name for name in helpers
+            if name in COUNTING or COUNTING & set(build_source(f"-- include: {name}\n", helpers)[1])}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_a_script_that_counts_returns_through_keep_seq(name: str) -> None:
+    # A call counts the queue's events and its waiting line on in k, and keep_seq writes
+    # the counters back to the meta hash: a script that carries emit or waiting_score ends
+    # with `return keep_seq(k, ...)`, and returns no other way once it may have counted.
+    # (tests/test_event_fields.py checks the counters after a call of each of them.)
+    script = SCRIPTS[name]
+    if not COUNTING & set(script.helpers):
+        assert "keep_seq" not in script.helpers
+        return
+    code = _code(script.body).rstrip()
+    counting = "|".join(sorted(_counting_helpers()))
+    first = re.search(rf"(?<![\w.])({counting})\s*\(", code)
+    assert first, "carries a counting helper but calls none"
+    returns = [m.start() for m in re.finditer(r"\breturn\b", code)]
+    assert all(code.startswith("return keep_seq(k, ", at) for at in returns if at > first.start())
+    last = code.rindex("\nreturn ") + 1
+    assert code.startswith("return keep_seq(k, ", last), "the last statement returns through keep_seq"
+    assert not re.search(r"\n\S", code[last:]), "the last statement returns through keep_seq"
+
+
 # -- each header's contract against the code ---------------------------------------------------
 
 def _carried(name: str) -> str:

@@ -6,7 +6,7 @@ Returns 1, or a negative ErrorCode.
 Errors: JOB_NOT_FOUND, TOKEN_MISMATCH, NOT_IN_STATE
 Events: abort
 ]]
--- include: check_lease, leave_active, attempt_event, finish_cancelled, now_ms
+-- include: check_lease, leave_active, attempt_event, finish_cancelled, now_ms, keep_seq
 local k = {active = KEYS[1], cancelled = KEYS[2], events = KEYS[3], prefix = ARGV[1],
   maxev = ARGV[4]}
 local id, token = ARGV[2], ARGV[3]
@@ -18,4 +18,4 @@ local _, _, attempts, worker, by, reason, keep = unpack(f)
 leave_active(k, id)
 finish_cancelled(k, jobkey, id, now_ms(), keep, by, reason,
   attempt_event('abort', token, attempts, worker), 'settled_token', token)
-return 1
+return keep_seq(k, 1)

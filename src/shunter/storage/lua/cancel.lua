@@ -8,22 +8,24 @@ negative ErrorCode (finished jobs cannot be cancelled).
 Errors: JOB_NOT_FOUND, NOT_IN_STATE
 Events: cancel
 ]]
--- include: emit, finish_cancelled, now_ms
+-- include: emit, finish_cancelled, now_ms, keep_seq
 local k = {waiting = KEYS[1], scheduled = KEYS[2], cancelled = KEYS[3], events = KEYS[4],
   prefix = ARGV[1], maxev = ARGV[5]}
 local id, by, reason = ARGV[2], ARGV[3], ARGV[4]
 local jobkey = k.prefix .. 'job:' .. id
 local state = redis.call('HGET', jobkey, 'state')
 if not state then return ERR_JOB_NOT_FOUND end
+if state ~= 'active' and state ~= 'waiting' and state ~= 'scheduled' then
+  return ERR_NOT_IN_STATE
+end
 if state == 'active' then
   -- not a move: the job stays active, flagged for its worker
   redis.call('HSET', jobkey, 'cancel_requested', 1, 'cancelled_by', by, 'cancel_reason', reason)
   emit(k, {'cancel', 'by', by, 'reason', reason}, id, 'active')
-  return 2
+  return keep_seq(k, 2)
 end
-if state ~= 'waiting' and state ~= 'scheduled' then return ERR_NOT_IN_STATE end
 redis.call('ZREM', k.waiting, id)
 redis.call('ZREM', k.scheduled, id)
 finish_cancelled(k, jobkey, id, now_ms(), nil, by, reason, {'cancel'},
   'cancelled_by', by, 'cancel_reason', reason)
-return 1
+return keep_seq(k, 1)

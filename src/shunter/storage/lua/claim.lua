@@ -14,8 +14,8 @@ paused is 1 when the queue is paused.
 Errors: none
 Events: promote, claim, fail
 ]]
--- include: claim_jobs, now_ms
+-- include: claim_jobs, now_ms, keep_seq
 local k = {waiting = KEYS[1], scheduled = KEYS[2], active = KEYS[3], meta = KEYS[4],
   events = KEYS[5], marker = KEYS[6], failed = KEYS[7], prefix = ARGV[1], maxev = ARGV[5]}
-return claim_jobs(k, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]), now_ms(),
-  ARGV[7] or '')
+return keep_seq(k, claim_jobs(k, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[6]),
+  now_ms(), ARGV[7] or ''))

@@ -9,7 +9,7 @@ Returns the number of jobs deleted by this call.
 Errors: none
 Events: clean
 ]]
--- include: now_ms, delete_job, emit
+-- include: now_ms, delete_job, emit, keep_seq
 local index = KEYS[1]
 local k = {events = KEYS[2], prefix = ARGV[1], maxev = ARGV[5]}
 local state, age_ms, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -19,4 +19,4 @@ if #ids > 0 then
   redis.call('ZREM', index, unpack(ids))
   emit(k, {'clean', 'count', #ids}, '', state)
 end
-return #ids
+return keep_seq(k, #ids)

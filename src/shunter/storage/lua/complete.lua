@@ -12,6 +12,7 @@ Errors: JOB_NOT_FOUND, TOKEN_MISMATCH, NOT_IN_STATE
 Events: complete, promote, claim, fail
 ]]
 -- include: now_ms, check_lease, leave_active, attempt_event, finish, trim_all, claim_jobs
+-- include: keep_seq
 local k = {waiting = KEYS[1], scheduled = KEYS[2], active = KEYS[3], meta = KEYS[4],
   events = KEYS[5], marker = KEYS[6], failed = KEYS[7], completed = KEYS[8], prefix = ARGV[1],
   maxev = ARGV[2], trims = {}}
@@ -36,4 +37,4 @@ end
 trim_all(k, now)
 local claimed = claim_jobs(k, claim_count, tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), now,
   ARGV[7])
-return {codes, claimed[1], claimed[2], claimed[3], claimed[4]}
+return keep_seq(k, {codes, claimed[1], claimed[2], claimed[3], claimed[4]})

@@ -9,7 +9,7 @@ Returns {max_events, max_payload_bytes} as now stored (false where none).
 Errors: none
 Events: configure
 ]]
--- include: emit
+-- include: emit, keep_seq
 local k = {meta = KEYS[1], events = KEYS[2], maxev = ARGV[3]}
 for i, name in ipairs({'max_events', 'max_payload_bytes'}) do
   if ARGV[i] ~= '' then
@@ -18,4 +18,4 @@ for i, name in ipairs({'max_events', 'max_payload_bytes'}) do
 end
 local stored = redis.call('HMGET', k.meta, 'max_events', 'max_payload_bytes')
 emit(k, {'configure', 'max_events', stored[1] or '', 'max_payload_bytes', stored[2] or ''}, '', '')
-return stored
+return keep_seq(k, stored)

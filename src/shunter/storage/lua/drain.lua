@@ -6,7 +6,7 @@ Returns the number of jobs deleted.
 Errors: none
 Events: drain
 ]]
--- include: delete_job, emit
+-- include: delete_job, emit, keep_seq
 local waiting, scheduled = KEYS[1], KEYS[2]
 local k = {events = KEYS[3], prefix = ARGV[1], maxev = ARGV[3]}
 local limit = tonumber(ARGV[2])
@@ -19,4 +19,4 @@ for _, index in ipairs({waiting, scheduled}) do
   if removed >= limit then break end
 end
 if removed > 0 then emit(k, {'drain', 'count', removed}, '', '') end
-return removed
+return keep_seq(k, removed)

@@ -21,23 +21,32 @@ or {ERR_WRONG_TYPE, key, type, expected_type} when a queue key holds foreign dat
 Errors: WRONG_TYPE, PAYLOAD_TOO_LARGE
 Events: enqueue
 ]]
--- include: now_ms, enter_waiting, enter_scheduled
+-- include: now_ms, queue_meta, enter_waiting, enter_scheduled, keep_seq, ms_text
 local k = {waiting = KEYS[1], scheduled = KEYS[2], meta = KEYS[3], events = KEYS[4],
   marker = KEYS[5], prefix = ARGV[1], maxev = ARGV[2]}
 
-for _, want in ipairs({{k.waiting, 'zset'}, {k.scheduled, 'zset'}, {k.meta, 'hash'},
-                       {k.events, 'stream'}, {k.marker, 'zset'}}) do
-  local found = redis.call('TYPE', want[1])['ok']
-  if found ~= 'none' and found ~= want[2] then
-    return {ERR_WRONG_TYPE, want[1], found, want[2]}
+-- Foreign data under a queue key refuses the call before anything is written. Each key is
+-- read with a command that refuses any other type, cheaper than TYPE (the meta hash by
+-- what this call needs of it); TYPE names what was found only then.
+local function foreign(key, expected, reply)
+  if type(reply) == 'table' and reply.err then
+    return {ERR_WRONG_TYPE, key, redis.call('TYPE', key)['ok'], expected}
   end
 end
+local refused = foreign(k.waiting, 'zset', redis.pcall('ZCARD', k.waiting))
+  or foreign(k.scheduled, 'zset', redis.pcall('ZCARD', k.scheduled))
+  or foreign(k.meta, 'hash', queue_meta(k, true))
+  or foreign(k.events, 'stream', redis.pcall('XLEN', k.events))
+  or foreign(k.marker, 'zset', redis.pcall('ZCARD', k.marker))
+if refused then return refused end
 
 local now = now_ms()
 local out = {now}
+-- numbers go as text: Redis would make the same of each, at a cost (see ms_text)
+local created = ms_text(now)
 -- The queue's stored payload cap, when it has one, is checked here too: a producer that
 -- was started with a larger cap cannot store what the queue's workers would refuse.
-local cap = tonumber(redis.call('HGET', k.meta, 'max_payload_bytes'))
+local cap = tonumber(queue_meta(k)[META_MAX_PAYLOAD_BYTES])
 local i = 3
 while i <= #ARGV do
   local id, delay, run_at, priority = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
@@ -63,14 +72,16 @@ while i <= #ARGV do
     local due = now + delay
     if run_at ~= '' then due = tonumber(run_at) end
     if due > now then
-      enter_scheduled(k, jobkey, id, due, {'enqueue'}, 'id', id, 'created_at', now, 'token', 0,
-        'attempts_made', 0, 'stalls', 0, 'deferrals', 0, unpack(ARGV, first, last))
+      enter_scheduled(k, jobkey, id, due, {'enqueue'}, 'id', id, 'created_at', created,
+        'token', '0', 'attempts_made', '0', 'stalls', '0', 'deferrals', '0',
+        unpack(ARGV, first, last))
       out[#out + 1] = {1, 'scheduled', due}
     else
-      enter_waiting(k, jobkey, id, priority, nil, {'enqueue'}, 'id', id, 'created_at', now,
-        'token', 0, 'attempts_made', 0, 'stalls', 0, 'deferrals', 0, unpack(ARGV, first, last))
+      enter_waiting(k, jobkey, id, priority, nil, {'enqueue'}, 'id', id, 'created_at', created,
+        'token', '0', 'attempts_made', '0', 'stalls', '0', 'deferrals', '0',
+        unpack(ARGV, first, last))
       out[#out + 1] = {1, 'waiting'}
     end
   end
 end
-return out
+return keep_seq(k, out)

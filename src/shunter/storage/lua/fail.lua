@@ -6,7 +6,7 @@ Returns 1, or a negative ErrorCode.
 Errors: JOB_NOT_FOUND, TOKEN_MISMATCH, NOT_IN_STATE
 Events: fail
 ]]
--- include: check_lease, leave_active, attempt_event, error_event, finish, now_ms
+-- include: check_lease, leave_active, attempt_event, error_event, finish, now_ms, keep_seq
 local k = {active = KEYS[1], failed = KEYS[2], events = KEYS[3], prefix = ARGV[1],
   maxev = ARGV[6]}
 local id, token, err, counts = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -23,4 +23,4 @@ if counts == '1' then
 else
   finish(k, jobkey, id, 'failed', now_ms(), keep, event, 'settled_token', token, 'error', err)
 end
-return 1
+return keep_seq(k, 1)

@@ -5,7 +5,8 @@ Returns 1.
 Errors: none
 Events: pause
 ]]
--- include: emit
-redis.call('HSET', KEYS[1], 'paused', 1)
-emit({meta = KEYS[1], events = KEYS[2], maxev = ARGV[1]}, {'pause'}, '', '')
-return 1
+-- include: emit, keep_seq
+local k = {meta = KEYS[1], events = KEYS[2], maxev = ARGV[1]}
+redis.call('HSET', k.meta, 'paused', 1)
+emit(k, {'pause'}, '', '')
+return keep_seq(k, 1)

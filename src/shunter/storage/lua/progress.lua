@@ -6,7 +6,7 @@ Returns 1, or a negative ErrorCode.
 Errors: JOB_NOT_FOUND, TOKEN_MISMATCH, NOT_IN_STATE
 Events: progress
 ]]
--- include: check_lease, attempt_event, emit
+-- include: check_lease, attempt_event, emit, keep_seq
 local k = {events = KEYS[1], prefix = ARGV[1], maxev = ARGV[5]}
 local id, token, progress = ARGV[2], ARGV[3], ARGV[4]
 local jobkey = k.prefix .. 'job:' .. id
@@ -24,4 +24,4 @@ else
   event[#event + 1] = #progress
 end
 emit(k, event, id, 'active')
-return 1
+return keep_seq(k, 1)

@@ -6,7 +6,7 @@ Returns the number of jobs moved.
 Errors: none
 Events: promote, fail
 ]]
--- include: promote_due, now_ms
+-- include: promote_due, now_ms, keep_seq
 local k = {scheduled = KEYS[1], waiting = KEYS[2], meta = KEYS[3], events = KEYS[4],
   marker = KEYS[5], prefix = ARGV[1], maxev = ARGV[3]}
-return promote_due(k, now_ms(), tonumber(ARGV[2]))
+return keep_seq(k, promote_due(k, now_ms(), tonumber(ARGV[2])))

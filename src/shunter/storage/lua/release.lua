@@ -8,6 +8,7 @@ Errors: JOB_NOT_FOUND, TOKEN_MISMATCH, NOT_IN_STATE
 Events: release
 ]]
 -- include: check_lease, leave_active, attempt_event, cancel_if_requested, enter_waiting
+-- include: keep_seq
 local k = {active = KEYS[1], waiting = KEYS[2], meta = KEYS[3], events = KEYS[4],
   marker = KEYS[5], prefix = ARGV[1], maxev = ARGV[4]}
 local id, token = ARGV[2], ARGV[3]
@@ -19,7 +20,7 @@ local _, _, attempts, worker, priority, place, requested, by, reason, keep = unp
 leave_active(k, id)
 local event = attempt_event('release', token, attempts, worker)
 if cancel_if_requested(k, jobkey, id, requested, by, reason, keep, event, 'settled_token', token) then
-  return 1
+  return keep_seq(k, 1)
 end
 enter_waiting(k, jobkey, id, priority, place or nil, event, 'settled_token', token)
-return 1
+return keep_seq(k, 1)

@@ -6,7 +6,7 @@ Returns 1, or a negative ErrorCode.
 Errors: JOB_NOT_FOUND, NOT_IN_STATE
 Events: replay
 ]]
--- include: enter_waiting
+-- include: enter_waiting, keep_seq
 local k = {failed = KEYS[1], cancelled = KEYS[2], waiting = KEYS[3], meta = KEYS[4],
   events = KEYS[5], marker = KEYS[6], prefix = ARGV[1], maxev = ARGV[3]}
 local id = ARGV[2]
@@ -19,6 +19,6 @@ redis.call('ZREM', k.cancelled, id)
 -- scheduled_for: a job cancelled while scheduled still has it
 redis.call('HDEL', jobkey, 'cancel_requested', 'cancelled_at', 'cancelled_by', 'cancel_reason',
   'finished_at', 'result', 'scheduled_for')
-enter_waiting(k, jobkey, id, job[2], nil, {'replay'}, 'attempts_made', 0, 'stalls', 0,
-  'deferrals', 0)
-return 1
+enter_waiting(k, jobkey, id, job[2], nil, {'replay'}, 'attempts_made', '0', 'stalls', '0',
+  'deferrals', '0')
+return keep_seq(k, 1)

@@ -11,7 +11,7 @@ Errors: none
 Events: rescue, fail
 ]]
 -- include: now_ms, leave_active, read_job, not_a_hash, attempt_event, error_event, finish
--- include: finish_cancelled, enter_waiting
+-- include: finish_cancelled, enter_waiting, keep_seq
 local k = {active = KEYS[1], waiting = KEYS[2], failed = KEYS[3], cancelled = KEYS[4],
   meta = KEYS[5], events = KEYS[6], marker = KEYS[7], prefix = ARGV[1], maxev = ARGV[5]}
 local lock = KEYS[8]
@@ -46,4 +46,4 @@ for _, id in ipairs(expired) do
     end
   end
 end
-return {#expired, 1}
+return keep_seq(k, {#expired, 1})

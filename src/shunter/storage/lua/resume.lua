@@ -5,9 +5,9 @@ Returns 1.
 Errors: none
 Events: resume
 ]]
--- include: wake, emit
+-- include: wake, emit, keep_seq
 local k = {meta = KEYS[1], events = KEYS[2], marker = KEYS[3], maxev = ARGV[1]}
 redis.call('HDEL', k.meta, 'paused')
 wake(k)
 emit(k, {'resume'}, '', '')
-return 1
+return keep_seq(k, 1)

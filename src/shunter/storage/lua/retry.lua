@@ -10,7 +10,7 @@ Errors: JOB_NOT_FOUND, TOKEN_MISMATCH, NOT_IN_STATE
 Events: retry
 ]]
 -- include: now_ms, check_lease, leave_active, attempt_event, error_event, cancel_if_requested
--- include: enter_scheduled, enter_waiting
+-- include: enter_scheduled, enter_waiting, keep_seq
 local k = {active = KEYS[1], scheduled = KEYS[2], waiting = KEYS[3], meta = KEYS[4],
   events = KEYS[5], marker = KEYS[6], prefix = ARGV[1], maxev = ARGV[7]}
 local id, token, delay, err, counts = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
@@ -27,7 +27,7 @@ local set = {'settled_token', token, counter, string.format('%d', (tonumber(coun
   'error', err}
 local event = error_event(attempt_event('retry', token, attempts, worker), err)
 if cancel_if_requested(k, jobkey, id, requested, by, reason, keep, event, unpack(set)) then
-  return 1
+  return keep_seq(k, 1)
 end
 event[#event + 1] = 'delay_ms'
 event[#event + 1] = delay
@@ -36,4 +36,4 @@ if delay > 0 then
 else
   enter_waiting(k, jobkey, id, priority, nil, event, unpack(set))
 end
-return 1
+return keep_seq(k, 1)

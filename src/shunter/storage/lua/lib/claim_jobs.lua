@@ -1,5 +1,5 @@
 -- include: claim_fields, replay_claim, promote_due, not_a_hash, fail_corrupt, attempt_event, emit,
--- include: wake, claim_reply
+-- include: wake, claim_reply, queue_meta, ms_text
 -- Take up to `count` waiting jobs for one worker (the body of `claim`, also run by
 -- `complete` to claim the next jobs in the same round trip). Due scheduled jobs are
 -- promoted first. Returns {jobs, next_due_ms, pending, paused} as documented in claim.lua;
@@ -16,9 +16,16 @@ local function claim_jobs(k, count, lease_ms, worker, promote_limit, now, claim_
 
   local jobs = {}
   local handed = {}
-  local paused = redis.call('HEXISTS', k.meta, 'paused')
+  local paused = queue_meta(k)[META_PAUSED] and 1 or 0
   if paused == 0 and count > 0 then
     local popped = redis.call('ZPOPMIN', k.waiting, count)
+    local started, deadline  -- as text, made once for the batch (see ms_text)
+    if #popped > 0 then
+      started, deadline = ms_text(now), now + lease_ms
+      if deadline % 1 == 0 and deadline < 9007199254740992 then
+        deadline = string.format('%d', deadline)  -- the same digits Redis would make
+      end
+    end
     for i = 1, #popped, 2 do
       local id = popped[i]
       local jobkey = k.prefix .. 'job:' .. id
@@ -36,11 +43,10 @@ local function claim_jobs(k, count, lease_ms, worker, promote_limit, now, claim_
             'job hash has a token that is not an integer; it was not run')
         else
           token = string.format('%d', token + 1)
-          local started = string.format('%d', now)
           -- 'id' is written again for hashes written by hand without it: the worker needs it
           redis.call('HSET', jobkey, 'state', 'active', 'token', token, 'started_at', started,
             'worker', worker, 'id', id, 'place', popped[i + 1])
-          redis.call('ZADD', k.active, now + lease_ms, id)
+          redis.call('ZADD', k.active, deadline, id)
           emit(k, attempt_event('claim', token, f[F_ATTEMPTS_MADE], worker), id, 'active')
           f[F_ID], f[F_STATE], f[F_TOKEN], f[F_STARTED_AT] = id, 'active', token, started
           jobs[#jobs + 1] = f

@@ -1,4 +1,4 @@
--- include: emit, delete_job, trim
+-- include: emit, delete_job, trim, ms_text
 -- End a job: state `state` (completed, failed or cancelled), `finished_at` (and, when
 -- cancelled, `cancelled_at`) with the hash fields that follow `event` (one HSET), the
 -- move's event, then its entry in the terminal index under the job's retention rule `keep`
@@ -8,10 +8,11 @@
 -- completion's server work. The index is k[state], or built from the prefix as job keys
 -- are when the caller does not declare it (a repair inside claim or promote).
 local function finish(k, jobkey, id, state, now, keep, event, ...)
+  local at = ms_text(now)
   if state == 'cancelled' then
-    redis.call('HSET', jobkey, 'state', state, 'finished_at', now, 'cancelled_at', now, ...)
+    redis.call('HSET', jobkey, 'state', state, 'finished_at', at, 'cancelled_at', at, ...)
   else
-    redis.call('HSET', jobkey, 'state', state, 'finished_at', now, ...)
+    redis.call('HSET', jobkey, 'state', state, 'finished_at', at, ...)
   end
   emit(k, event, id, state)
   if not keep then
@@ -26,7 +27,7 @@ local function finish(k, jobkey, id, state, now, keep, event, ...)
     return
   end
   local index = k[state] or k.prefix .. state
-  redis.call('ZADD', index, now, id)
+  redis.call('ZADD', index, at, id)
   if k.trims then
     k.trims[index] = {count, age}
   else

@@ -1,4 +1,4 @@
--- include: claim_fields, claim_reply
+-- include: claim_fields, claim_reply, queue_meta
 -- A claim request id makes a claim idempotent. When the connection drops after the script
 -- ran, the client (redis-py's retry, or the worker's own) sends the same call again; a
 -- second claim would take a second batch and leave the first in `active` with nobody
@@ -18,5 +18,5 @@ local function replay_claim(k, record, now)
       jobs[#jobs + 1] = f
     end
   end
-  return claim_reply(k, jobs, redis.call('HEXISTS', k.meta, 'paused'), now)
+  return claim_reply(k, jobs, queue_meta(k)[META_PAUSED] and 1 or 0, now)
 end
