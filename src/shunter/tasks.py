@@ -21,7 +21,7 @@ and the worker applies ``timeout``, ``backoff`` (also a callable) and ``classify
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .queue import Queue
     from .storage.connection import RedisLike
 
-__all__ = ["TaskDef", "Tasks"]
+__all__ = ["TaskDef", "Tasks", "resolve_handlers"]
 
 R = TypeVar("R")
 
@@ -237,3 +237,20 @@ class Tasks:
         entry = self._queues.pop(id(asyncio.get_running_loop()), None)
         for queue in (entry[1].values() if entry else ()):
             await queue.close()
+
+
+def resolve_handlers(tasks: object) -> dict[str, Task]:
+    """Task name -> :class:`~shunter.Task`, from a :class:`Tasks` registry or a mapping of
+    name -> callable, ``Task`` or ``TaskDef`` (what a :class:`~shunter.Worker` takes)."""
+    if isinstance(tasks, Tasks):
+        tasks = tasks.handlers()
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise InvalidInput("tasks must be a shunter.Tasks registry or a non-empty mapping of "
+                           "task name -> handler")
+    resolved: dict[str, Task] = {}
+    for name, handler in tasks.items():
+        codec.validate_task_name(name)
+        if isinstance(handler, TaskDef):
+            handler = handler.handler()
+        resolved[name] = handler if isinstance(handler, Task) else Task(handler)
+    return resolved

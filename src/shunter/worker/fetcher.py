@@ -155,6 +155,23 @@ class Fetcher:
             c.launch(fields)
         return claim
 
+    async def hand_back_unresolved(self) -> None:
+        """Jobs of a claim whose reply was lost are ours, unstarted: on the way out, fetch
+        them with the same claim id and hand them back at once (best effort; if Redis is
+        still unreachable they are rescued when their lease runs out)."""
+        while (unresolved := self.slots.next_unresolved()) is not None:
+            queue, claim_id, count = unresolved
+            c = self.by_queue[queue]
+            try:
+                # count 0: only the stored batch comes back, never new jobs
+                claim = await c.storage.claim(0, c.lease_ms, c.worker_id, claim_id)
+                for fields in claim.jobs:
+                    with contextlib.suppress(Exception):
+                        await c.storage.release(fields[b"id"].decode(), int(fields[b"token"]))
+            except Exception as exc:
+                log.warning("could not hand back the jobs of an unanswered claim: %s", exc)
+            self.slots.unreserve(count)
+
     async def server_unavailable(self, exc: BaseException) -> None:
         """Redis is unreachable (restart, failover, network): wait and try again, never exit.
         Jobs in flight keep running; their leases are renewed again once it is back."""

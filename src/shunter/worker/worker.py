@@ -33,11 +33,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from .. import codec
-from ..errors import InvalidInput, WorkerStartupError
+from ..errors import InvalidInput
 from ..job import Job
 from ..options import DEFAULT_BACKOFF, Backoff
 from ..outcome import Classifier, Task
@@ -50,7 +49,7 @@ from ..storage import (
     validate_limits,
 )
 from ..storage.connection import RedisLike, async_client, sync_twin
-from ..tasks import TaskDef, Tasks
+from ..tasks import TaskDef, Tasks, resolve_handlers
 from .acker import Acker
 from .checks import ServerReport, check_server
 from .executor import Interrupt, Middleware, RunContext, Running, execute
@@ -60,6 +59,7 @@ from .lanes import Lane, Queues, parse_queues
 from .lease import LeaseKeeper
 from .maintenance import Maintenance
 from .processes import ProcessPool
+from .resources import Lifespan, Resources
 from .settler import Settler
 from .slots import Slots
 from .threads import HandlerThreads
@@ -69,30 +69,10 @@ __all__ = ["Worker"]
 log = logging.getLogger("shunter.worker")
 
 
-def _handlers(tasks: Any) -> dict[str, Task]:
-    """Task name -> Task, from a Tasks registry or a mapping of name -> handler."""
-    if isinstance(tasks, Tasks):
-        tasks = tasks.handlers()
-    if not isinstance(tasks, Mapping) or not tasks:
-        raise InvalidInput("tasks must be a shunter.Tasks registry or a non-empty mapping of "
-                           "task name -> handler")
-    resolved: dict[str, Task] = {}
-    for task_name, handler in tasks.items():
-        codec.validate_task_name(task_name)
-        if isinstance(handler, TaskDef):
-            handler = handler.handler()
-        resolved[task_name] = handler if isinstance(handler, Task) else Task(handler)
-    return resolved
-
-
 def _positive(value: object, what: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise InvalidInput(f"{what} must be between {low:g} and {high:g}, got {value!r}")
     return float(value)
-
-
-#: ``lifespan(worker)``: an async context manager whose value is every job's ``job.context``.
-Lifespan = Callable[["Worker"], AbstractAsyncContextManager[Any]]
 
 
 class Worker:
@@ -146,7 +126,7 @@ class Worker:
                  processes: int | None = None) -> None:
         #: The arguments, for :meth:`replace`.
         self._init: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        self.tasks: dict[str, Task] = _handlers(tasks)
+        self.tasks: dict[str, Task] = resolve_handlers(tasks)
         if queues is None:
             queues = tasks.queues if isinstance(tasks, Tasks) else None
             if not queues:
@@ -176,13 +156,11 @@ class Worker:
         self.classify = classify
         self.default_backoff = default_backoff
         self.lifespan = lifespan
-        #: What the lifespan yielded: every job's ``job.context`` (None without a lifespan).
-        self.resources: Any = None
-        self._lifespan_cm: AbstractAsyncContextManager[Any] | None = None
         if name is not None and (not isinstance(name, str) or not name.isprintable()
                                  or not 0 < len(name) <= 200):
             raise InvalidInput(f"worker name must be 1-200 printable characters, got {name!r}")
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._resources = Resources(lifespan, self.id)
         max_events, max_payload_bytes = validate_limits(max_events, max_payload_bytes)
         #: Jobs completed, retried, failed, cancelled, released, and commits refused.
         self.counters: Counter[str] = Counter()
@@ -263,6 +241,11 @@ class Worker:
         return self.slots.running
 
     @property
+    def resources(self) -> Any:
+        """What the lifespan yielded: every job's ``job.context`` (None without one)."""
+        return self._resources.value
+
+    @property
     def loop_lag(self) -> float:
         """Largest event-loop lag (seconds) seen by the lease keeper."""
         return self._lease.max_loop_lag if self._lease else 0.0
@@ -275,7 +258,12 @@ class Worker:
         self.server = await check_server(self.storage)
         for lane in self.lanes:
             await lane.storage.load_settings()  # each queue's stored caps win over our own
-        await self._enter_lifespan()
+        try:
+            await self._resources.enter(self)
+        except Exception:
+            if self._owned:
+                await self._client.aclose()
+            raise
         self._lease = LeaseKeeper(BlockingStorage(sync_twin(self._client), self.storage.keys.name),
                                   loop, self.lease_ms, self._on_lease_lost, self._on_cancel_requested)
         self._lease.start()
@@ -301,27 +289,6 @@ class Worker:
             await self._shutdown()
             for sig in signals:
                 loop.remove_signal_handler(sig)
-
-    async def _enter_lifespan(self) -> None:
-        if self.lifespan is None:
-            return
-        try:
-            cm = self.lifespan(self)
-            self.resources = await cm.__aenter__()
-        except Exception as exc:
-            if self._owned:
-                await self._client.aclose()
-            raise WorkerStartupError(f"worker {self.id}: lifespan startup failed, nothing "
-                                     f"was claimed: {exc!r}") from exc
-        self._lifespan_cm = cm
-
-    async def _exit_lifespan(self) -> None:
-        cm, self._lifespan_cm = self._lifespan_cm, None
-        if cm is not None:
-            try:
-                await cm.__aexit__(None, None, None)
-            except Exception:
-                log.exception("worker %s: lifespan shutdown failed", self.id)
 
     async def close(self) -> None:
         """Ask the worker to stop: no new claims; :meth:`run` returns after in-flight jobs
@@ -362,7 +329,7 @@ class Worker:
         job = Job(lane.storage, fields.get(b"id", b"?").decode("utf-8", "replace"))._load(fields)
         job._loop = asyncio.get_running_loop()
         job._in_worker = True
-        job.context = self.resources
+        job.context = self._resources.value
         run = Running(job, lane.name, job.id, job.token or 0)
         if self.slots.add(run):
             # Claimed again while an older attempt still runs here: this worker was frozen
@@ -425,23 +392,6 @@ class Worker:
             "counters": dict(self.counters),
         })
 
-    async def _hand_back_unresolved(self) -> None:
-        """Jobs of a claim whose reply was lost are ours, unstarted: on the way out, fetch
-        them with the same claim id and hand them back at once (best effort; if Redis is
-        still unreachable they are rescued when their lease runs out)."""
-        while (unresolved := self.slots.next_unresolved()) is not None:
-            queue, claim_id, count = unresolved
-            storage = self._lanes[queue].storage
-            try:
-                # count 0: only the stored batch comes back, never new jobs
-                claim = await storage.claim(0, self.lease_ms, self.id, claim_id)
-                for fields in claim.jobs:
-                    with contextlib.suppress(Exception):
-                        await storage.release(fields[b"id"].decode(), int(fields[b"token"]))
-            except Exception as exc:
-                log.warning("could not hand back the jobs of an unanswered claim: %s", exc)
-            self.slots.unreserve(count)
-
     async def _shutdown(self) -> None:
         self._stopping = True
         pending = {t for t in self._tasks if not t.done()}
@@ -455,14 +405,14 @@ class Worker:
             await asyncio.wait(set(self._tasks), timeout=self.cancel_grace + 10)
         for lane in self.lanes:
             await lane.acker.stop()
-        await self._hand_back_unresolved()
+        await self.fetcher.hand_back_unresolved()
         if self._lease is not None:
             self._lease.stop()
             await asyncio.to_thread(self._lease.join, 5)
         for lane in self.lanes:
             with contextlib.suppress(Exception):
                 await lane.storage.heartbeats.forget(self.id)
-        await self._exit_lifespan()
+        await self._resources.exit()
         self.threads.shutdown()
         await self.processes.shutdown()
         if self._owned:
