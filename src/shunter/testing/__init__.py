@@ -15,7 +15,8 @@ default ``$SHUNTER_REDIS_URL``, else the embedded one), never a mock::
   :class:`IdleReport`.
 - :func:`assert_enqueued`, :func:`assert_not_enqueued`, :func:`enqueued_jobs` (and their
   ``_sync`` twins for :class:`shunter.sync.Queue`): find jobs by task and data.
-- :func:`running_worker`: a worker running in the test's event loop for a block.
+- :func:`running_worker`: a worker running in the test's event loop for a block;
+  :func:`worker_thread`: the same for sync tests, on a loop of its own in a thread.
 - :func:`unique_queue_name`, :func:`obliterate_queue`: a queue of the test's own.
 - pytest fixtures built on them: ``pytest_plugins = ["shunter.testing.pytest_plugin"]``.
 
@@ -33,11 +34,12 @@ from .asserts import (
 )
 from .idle import IdleReport, run_until_idle
 from .queues import obliterate_queue, obliterate_queue_blocking, unique_queue_name
-from .running import WorkerFailure, WorkerRun, running_worker
+from .running import StartWorker, WorkerFailure, WorkerRun, running_worker, worker_thread
 
 __all__ = [
     "ANY",
     "IdleReport",
+    "StartWorker",
     "WorkerFailure",
     "WorkerRun",
     "assert_enqueued",
@@ -51,4 +53,5 @@ __all__ = [
     "run_until_idle",
     "running_worker",
     "unique_queue_name",
+    "worker_thread",
 ]

@@ -34,7 +34,7 @@ The async fixtures need pytest-asyncio (any mode; in strict mode mark the tests
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -50,13 +50,10 @@ from ..storage.connection import resolve_url
 from ..sync import Queue as SyncQueue
 from ..worker import Worker
 from .queues import obliterate_queue_blocking, unique_queue_name
-from .running import WorkerRun
+from .running import StartWorker, WorkerRun
 
 __all__ = ["StartWorker", "shunter_queue", "shunter_queue_name", "shunter_redis_url",
            "shunter_sync_queue", "shunter_worker"]
-
-#: ``await start(worker_or_tasks, queues=None, **options) -> Worker``
-StartWorker = Callable[..., Awaitable[Worker]]
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""A Worker running in the caller's event loop for the length of a block: what a test needs
-to handle the jobs it enqueues, with the worker's failures raised in the test.
+"""A Worker running in the caller's event loop for the length of a block (or, for sync
+code, on a loop of its own in a thread): what a test needs to handle the jobs it enqueues,
+with the worker's failures raised in the test.
 
 :class:`WorkerRun` owns one ``worker.run()`` task on the running loop. It knows when the
 worker has started (checked the server, adopted the queue settings, entered its lifespan:
@@ -18,14 +19,19 @@ import contextlib
 import contextvars
 import logging
 import textwrap
+import threading
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from ..errors import InvalidInput
 from ..worker import Worker
 
-__all__ = ["WorkerFailure", "WorkerRun", "running_worker"]
+__all__ = ["StartWorker", "WorkerFailure", "WorkerRun", "running_worker", "worker_thread"]
+
+#: What the ``shunter_worker`` fixture gives: ``await start(worker_or_tasks, queues=None,
+#: **options) -> Worker``.
+StartWorker = Callable[..., Awaitable[Worker]]
 
 #: Set in the context of a worker's run task (inherited by every task it starts).
 _RUNNING: contextvars.ContextVar[int | None] = contextvars.ContextVar("shunter_testing_worker",
@@ -172,3 +178,61 @@ async def running_worker(worker: Worker, *, check_errors: bool = True,
             await run.stop(check=False)
         raise
     await run.stop()
+
+
+@contextlib.contextmanager
+def worker_thread(worker: Worker, *, check_errors: bool = True,
+                  start_timeout: float = 30.0) -> Iterator[Worker]:
+    """:func:`running_worker` for sync code (a Flask or Django test): the worker runs on an
+    event loop of its own in a thread, for the block::
+
+        with worker_thread(Worker("thumbnails", tasks)):
+            response = client.post("/thumbnails", json={"image": "cat.png"})
+
+    Entering returns once the worker claims (or raises why it could not start); leaving
+    stops it and raises its failures, as :func:`running_worker` does.
+    """
+    ready = threading.Event()
+    errors: list[BaseException] = []
+    control: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        control.append((asyncio.get_running_loop(), stop))
+        run = WorkerRun(worker, check_errors=check_errors)
+        try:
+            await run.start(start_timeout)
+        finally:
+            ready.set()
+        await stop.wait()
+        await run.stop()
+
+    def target() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # raised in the caller's thread
+            errors.append(exc)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=target, name=f"shunter worker {worker.id}", daemon=True)
+    thread.start()
+    ready.wait()
+    if errors:
+        thread.join()
+        raise errors[0]
+
+    def stop() -> None:
+        loop, event = control[0]
+        with contextlib.suppress(RuntimeError):  # the loop has ended already
+            loop.call_soon_threadsafe(event.set)
+        thread.join()
+
+    try:
+        yield worker
+    except BaseException:
+        stop()
+        raise
+    stop()
+    if errors:
+        raise errors[0]
