@@ -131,8 +131,9 @@ async def run_until_idle(
     - ``tasks``: a registry, or a mapping of task name -> handler, as for ``Worker``.
     - ``redis``: the server (default: the first ``Queue``'s, else ``$SHUNTER_REDIS_URL``,
       else the embedded server).
-    - ``timeout``: seconds (> 0) until :class:`TimeoutError`, whose message names what was
-      still waiting or active; in-flight jobs are then handed back at once.
+    - ``timeout``: seconds (> 0) from when the worker is up until :class:`TimeoutError`,
+      whose message names what was still waiting or active; in-flight jobs are then
+      handed back at once.
     - ``run_scheduled``: also run scheduled jobs now (delayed jobs, and retries without
       their backoff), again and again until none is left. Without it they stay
       scheduled (jobs that come due while it runs may run).
@@ -164,10 +165,10 @@ async def run_until_idle(
 async def _run(worker: Worker, client: redis.asyncio.Redis, timeout: float,
                run_scheduled: bool) -> IdleReport:
     storages = [Storage(client, name) for name in worker.queues]
+    run = WorkerRun(worker)
+    await run.start()  # bounded on its own: a slow start is not the jobs' time
     began = time.monotonic()
     deadline = began + timeout
-    run = WorkerRun(worker)
-    await run.start(timeout)
     try:
         while True:
             cursors = [(s.events, await s.events.last_id()) for s in storages]
