@@ -43,7 +43,7 @@ try:
     import pytest_asyncio
 except ImportError as exc:  # pragma: no cover - depends on the user's environment
     raise ImportError("shunter.testing.pytest_plugin needs pytest-asyncio "
-                      "(pip install pytest-asyncio)") from exc
+                      "(pip install 'shunter[testing]')") from exc
 
 from ..queue import Queue
 from ..storage.connection import resolve_url
