@@ -22,6 +22,10 @@ import redis.asyncio
 from shunter import Queue, Worker
 from shunter.storage import Storage
 
+# pytester runs a user's test file against the plugin (tests/test_testing_helpers.py); the
+# plugin's own fixtures serve the framework examples' tests.
+pytest_plugins = ["pytester", "shunter.testing.pytest_plugin"]
+
 _OWNED: Path | None = None
 
 

@@ -28,6 +28,8 @@ EXPECTED = {
     "hooks.py": r"outcomes: \{'completed': 6, 'retried': 1\}|outcomes: \{'retried': 1, 'completed': 6\}",
     "task_registry.py": r"summary: completed=16 failed=0",
     "process_pool.py": r"summary: completed=2 failed=1 processes started=\d ended=1",
+    "fastapi_app.py": r"summary: accepted=202 final=completed last_event=completed not_found=404",
+    "flask_app.py": r"summary: accepted=202 repeated=200 final=completed invalid=400 not_found=404",
 }
 
 

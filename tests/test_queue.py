@@ -537,6 +537,15 @@ async def test_queue_events_in_order(queue: Queue) -> None:
     assert all(abs((e.timestamp - datetime.now(UTC)).total_seconds()) < 60 for e in seen)
 
 
+async def test_queue_events_default_starts_when_the_async_with_is_entered(queue: Queue) -> None:
+    await queue.add("t", job_id="before")
+    async with QueueEvents(queue.name, REDIS_URL) as events:
+        # appended after entering, before the first read: not missed
+        await queue.add("t", job_id="after")
+        first = await asyncio.wait_for(anext(aiter(events)), 10)
+    assert (first.name, first.job_id) == ("enqueue", "after")
+
+
 async def test_queue_events_default_follows_only_new(queue: Queue) -> None:
     await queue.add("t", job_id="before")
     events = QueueEvents(queue.name, REDIS_URL)

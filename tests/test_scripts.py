@@ -306,6 +306,20 @@ async def test_claim_reports_next_due_and_promotes_due_jobs(storage: Storage,
         ("promote", "soon", "waiting"), ("claim", "soon", "active")]
 
 
+async def test_promote_early_moves_jobs_that_are_not_due_yet(storage: Storage,
+                                                             client: redis.asyncio.Redis) -> None:
+    await storage.enqueue(spec("hour", delay=3600))
+    await storage.enqueue(spec("day", delay=86400))
+    assert await storage.promote() == 0  # not due
+    assert await storage.promote(1, early=True) == 1  # the limit holds; earliest first
+    assert await zmembers(client, storage.keys.waiting) == ["hour"]
+    assert await storage.promote(early=True) == 1
+    assert await zmembers(client, storage.keys.scheduled) == []
+    assert b"scheduled_for" not in await client.hgetall(storage.keys.job("day"))
+    assert [e for e in await events(client, storage) if e[0] == "promote"] == [
+        ("promote", "hour", "waiting"), ("promote", "day", "waiting")]
+
+
 async def test_claim_fails_a_job_whose_hash_disagrees_with_the_index(
         storage: Storage, client: redis.asyncio.Redis) -> None:
     await storage.enqueue(spec("bad"))

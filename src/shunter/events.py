@@ -46,7 +46,8 @@ class QueueEvents:
         async for event in QueueEvents("emails"):
             print(event.name, event.job_id, event.state)
 
-    ``since`` is a stream id to start after; the default ``"$"`` means only new events,
+    ``since`` is a stream id to start after; the default ``"$"`` means only new events
+    (those appended after ``async with`` entered, or else after iteration started),
     ``"0"`` replays what the capped stream still holds.
     """
 
@@ -74,6 +75,10 @@ class QueueEvents:
             await self._client.aclose()
 
     async def __aenter__(self) -> QueueEvents:
+        # "$" is fixed on entry, not at the first read: what the body of the ``async with``
+        # reads next (say, a job's state) cannot miss an event between the two.
+        if self.cursor == "$":
+            self.cursor = await self._storage.events.last_id()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -113,11 +113,13 @@ class Storage:
         return calls.enqueue_replies(batch, replies)
 
     # -- transitions -----------------------------------------------------------------
-    async def promote(self, limit: int = 1000) -> int:
+    async def promote(self, limit: int = 1000, *, early: bool = False) -> int:
+        """Move up to ``limit`` due scheduled jobs to waiting (``early``: every scheduled
+        job, due or not); returns how many."""
         k = self.keys
         return int(await self.run(calls.Script(
             "promote", [k.scheduled, k.waiting, k.meta, k.events, k.marker],
-            [k.prefix, limit, self.max_events])))
+            [k.prefix, limit, self.max_events, int(early)])))
 
     async def claim(self, count: int, lease_ms: int, worker_id: str, claim_id: str = "",
                     promote_limit: int = 1000) -> ClaimResult:

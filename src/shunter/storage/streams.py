@@ -7,6 +7,7 @@ history sink's consumer group will too.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio
@@ -14,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from .keys import QueueKeys
 
-__all__ = ["EventStream", "StreamInfo"]
+__all__ = ["EventStream", "StreamInfo", "wait_for_events"]
 
 Entry = tuple[str, dict[bytes, bytes]]
 #: (first entry id, length, entries ever added or None before Redis 7)
@@ -77,3 +78,14 @@ class EventStream:
             return None
         added = info.get("entries-added")
         return first[0], int(info["length"]), None if added is None else int(added)
+
+
+async def wait_for_events(cursors: Sequence[tuple[EventStream, str]], timeout: float) -> bool:
+    """Block until any of the streams (of queues on one server) holds an event after its
+    cursor, or ``timeout`` seconds pass (at most :attr:`EventStream.max_block`); True if
+    one does. One XREAD over all of them, on the first stream's client."""
+    first = cursors[0][0]
+    block_ms = max(int(min(timeout, first.max_block) * 1000), 1)
+    reply = await first._raw.xread({s.key: cursor for s, cursor in cursors}, count=1,
+                                   block=block_ms)
+    return bool(reply)

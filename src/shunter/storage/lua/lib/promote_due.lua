@@ -1,7 +1,8 @@
 -- include: read_job, enter_waiting, not_a_hash
 -- Move due scheduled jobs to waiting (the body of `promote`, also run by `claim`).
-local function promote_due(k, now, limit)
-  local due = redis.call('ZRANGEBYSCORE', k.scheduled, '-inf', now, 'LIMIT', 0, limit)
+-- `upto` (a due time, or '+inf') moves jobs due by then instead of by `now`.
+local function promote_due(k, now, limit, upto)
+  local due = redis.call('ZRANGEBYSCORE', k.scheduled, '-inf', upto or now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
     local jobkey = k.prefix .. 'job:' .. id
     redis.call('ZREM', k.scheduled, id)
