@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import resource
@@ -72,6 +73,7 @@ async def drain(url: str, queue: str, n: int, concurrency: int, mode: str,
 
     handler = {"noop": noop, "sleep": sleep, "sync": sync_noop, "latency": stamp}[mode]
     worker = Worker(queue, {"noop": handler}, url, concurrency=concurrency, lease=30)
+    gc.freeze()  # as `shunter worker` does once the app is loaded
     done = asyncio.Event()
 
     async def watch() -> None:

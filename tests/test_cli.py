@@ -30,8 +30,11 @@ pytestmark = pytest.mark.redis
 SHUNTER = str(Path(sys.executable).parent / "shunter")
 
 APP = '''
-import asyncio, os
+import asyncio, gc, os
 from shunter import Worker
+
+async def frozen(job):
+    return gc.get_freeze_count()
 
 async def echo(job):
     return {"echo": job.data, "pid": os.getpid()}
@@ -50,7 +53,7 @@ async def crash_once(job):
 async def boom(job):
     raise ValueError("boom")
 
-TASKS = {"echo": echo, "slow": slow, "crash_once": crash_once, "boom": boom}
+TASKS = {"echo": echo, "slow": slow, "crash_once": crash_once, "boom": boom, "frozen": frozen}
 
 def make(queue, redis=None):
     return Worker(queue, TASKS, redis, lease=2.0, shutdown_timeout=10)
@@ -204,6 +207,9 @@ async def test_worker_burst_factory_on_two_queues_then_clean(queue: Queue, app: 
         assert (await first.wait(timeout=5))["echo"] == {"n": 1}
         assert (await second.wait(timeout=5))["echo"] == {"n": 2}
         assert (await queue.get_job(failing.id)).state == "failed"
+        frozen = await queue.add("frozen")
+        ok("worker", "cli_app:make", "-Q", q, "--burst", cwd=app)
+        assert await frozen.wait(timeout=5) > 1000, "shunter worker freezes the GC's startup objects"
         # one worker served both queues (no clone per queue)
         ran_first, ran_second = await queue.get_job(first.id), await other.get_job(second.id)
         assert ran_first is not None and ran_second is not None
