@@ -207,9 +207,6 @@ async def test_worker_burst_factory_on_two_queues_then_clean(queue: Queue, app: 
         assert (await first.wait(timeout=5))["echo"] == {"n": 1}
         assert (await second.wait(timeout=5))["echo"] == {"n": 2}
         assert (await queue.get_job(failing.id)).state == "failed"
-        frozen = await queue.add("frozen")
-        ok("worker", "cli_app:make", "-Q", q, "--burst", cwd=app)
-        assert await frozen.wait(timeout=5) > 1000, "shunter worker freezes the GC's startup objects"
         # one worker served both queues (no clone per queue)
         ran_first, ran_second = await queue.get_job(first.id), await other.get_job(second.id)
         assert ran_first is not None and ran_second is not None
@@ -222,6 +219,9 @@ async def test_worker_burst_factory_on_two_queues_then_clean(queue: Queue, app: 
         assert counts["completed"] == counts["failed"] == 0
         bad = sh("clean", q, "--older-than", "-1h")
         assert bad.returncode == 2
+        frozen = await queue.add("frozen")
+        ok("worker", "cli_app:make", "-Q", q, "--burst", cwd=app)
+        assert await frozen.wait(timeout=5) > 1000, "shunter worker freezes the GC's startup objects"
     finally:
         await other.obliterate(force=True)
         await other.close()
