@@ -155,7 +155,6 @@ class Worker:
             raise InvalidInput("middleware must be a list of async (job, call_next) functions")
         self.classify = classify
         self.default_backoff = default_backoff
-        self.lifespan = lifespan
         if name is not None and (not isinstance(name, str) or not name.isprintable()
                                  or not 0 < len(name) <= 200):
             raise InvalidInput(f"worker name must be 1-200 printable characters, got {name!r}")
@@ -239,6 +238,15 @@ class Worker:
     def running(self) -> int:
         """Jobs in flight now."""
         return self.slots.running
+
+    @property
+    def lifespan(self) -> Lifespan | None:
+        """The lifespan entered by the next :meth:`run` (settable before it)."""
+        return self._resources.lifespan
+
+    @lifespan.setter
+    def lifespan(self, lifespan: Lifespan | None) -> None:
+        self._resources.lifespan = lifespan
 
     @property
     def resources(self) -> Any:
