@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from . import codec
 from .errors import InvalidInput, JobNotFound
+from .flow import spread_entries
 from .job import Job
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .producer import added_job, added_jobs, build_spec, spec_from_mapping
@@ -133,6 +134,22 @@ class Queue:
         if not specs:
             return []
         return added_jobs(self._job, self.name, specs, await self.storage.enqueue_many(specs))
+
+    async def add_spread(self, entries: Sequence[Mapping[str, Any]], *, start: float | datetime,
+                         end: float | datetime, jitter: float = 0.1,
+                         order: Literal["linear", "random"] = "linear",
+                         batch_id: str | None = None) -> list[Job]:
+        """Schedule the jobs of ``entries`` (as for :meth:`add_bulk`, without ``delay`` or
+        ``run_at``) across the window ``[start, end]``: ``start`` and ``end`` both aware
+        datetimes, or both seconds from now (server time). Job ``i`` runs in slot ``i`` of
+        N equal slots, at its middle moved by at most ``jitter`` × the slot either way
+        (0..1), never outside the window; ``order="random"`` deals the slots at random.
+        ``batch_id`` makes the call idempotent: the jobs get the ids
+        ``<batch_id>.<index>`` (an entry's own ``job_id`` wins), so a re-sent batch
+        returns its jobs with ``existing=True``, and the jitter is the same. One
+        pipelined round trip, like :meth:`add_bulk`; the same errors."""
+        return await self.add_bulk(spread_entries(
+            entries, start=start, end=end, jitter=jitter, order=order, batch_id=batch_id))
 
     def _job(self, job_id: str) -> Job:
         return Job(self.storage, job_id)

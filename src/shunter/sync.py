@@ -11,14 +11,15 @@ between threads. A :class:`Job` has the fields of :class:`shunter.Job` (one deco
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis as redis_lib
 
 from . import codec
 from .errors import InvalidInput, JobNotFound
+from .flow import spread_entries
 from .job import JobSnapshot
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .producer import added_job, added_jobs, build_spec, spec_from_mapping
@@ -136,6 +137,15 @@ class Queue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def add_spread(self, entries: Sequence[Mapping[str, Any]], *, start: float | datetime,
+                   end: float | datetime, jitter: float = 0.1,
+                   order: Literal["linear", "random"] = "linear",
+                   batch_id: str | None = None) -> list[Job]:
+        """Schedule the jobs across ``[start, end]``; the arguments, the jobs returned and
+        the errors are those of :meth:`shunter.Queue.add_spread`."""
+        return self.add_bulk(spread_entries(
+            entries, start=start, end=end, jitter=jitter, order=order, batch_id=batch_id))
 
     def _job(self, job_id: str) -> Job:
         return Job(self._storage, job_id)
