@@ -26,6 +26,7 @@ EXPECTED = {
     "sync_producer.py": r"slow job after shutdown: completed",
     "events.py": r"summary: cancel=1, claim=5, complete=3, drain=1, enqueue=6, fail=1",
     "hooks.py": r"outcomes: \{'completed': 6, 'retried': 1\}|outcomes: \{'retried': 1, 'completed': 6\}",
+    "queue_limits.py": r"summary: completed=20 most_at_once=2",
     "spread.py": r"summary: liked=12 ",
     "task_registry.py": r"summary: completed=16 failed=0",
     "process_pool.py": r"summary: completed=2 failed=1 processes started=\d ended=1",

@@ -20,6 +20,8 @@ from .tasks import TaskDef
 __all__ = ["Queue"]
 
 MAX_BULK = 10_000
+#: Largest queue-wide concurrency limit (``configure(concurrency=...)``).
+MAX_CONCURRENCY = 1_000_000
 
 
 class Queue:
@@ -49,16 +51,26 @@ class Queue:
             self._settings_read = True
 
     async def configure(self, *, max_events: int | None = None,
-                        max_payload_bytes: int | None = None) -> dict[str, int | None]:
-        """Store queue-wide caps on the server, so that every producer and worker of the
-        queue uses the same ones whatever it was started with: ``max_events`` (the event
-        stream's cap, applied by every script) and ``max_payload_bytes`` (checked by the
-        enqueue script, and by producers and workers, which read it before their first add
-        or at start). ``None`` leaves a setting as it is. Returns what is stored now."""
+                        max_payload_bytes: int | None = None,
+                        concurrency: int | None = None) -> dict[str, int | None]:
+        """Store queue-wide settings on the server, so that every producer and worker of
+        the queue uses the same ones whatever it was started with: ``max_events`` (the
+        event stream's cap, applied by every script), ``max_payload_bytes`` (checked by
+        the enqueue script, and by producers and workers, which read it before their first
+        add or at start) and ``concurrency`` (most jobs of the queue active at once across
+        all its workers, 1..1,000,000, enforced when jobs are claimed; 0 removes the
+        limit). ``None`` leaves a setting as it is. Returns what is stored now."""
         checked = validate_limits(DEFAULT_MAX_EVENTS if max_events is None else max_events,
                                   DEFAULT_MAX_PAYLOAD if max_payload_bytes is None else max_payload_bytes)
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int)
+            or not 0 <= concurrency <= MAX_CONCURRENCY
+        ):
+            raise InvalidInput(f"concurrency must be an int 0..{MAX_CONCURRENCY:,} (0: no limit), "
+                               f"got {concurrency!r}")
         stored = await self.storage.configure(None if max_events is None else checked[0],
-                                              None if max_payload_bytes is None else checked[1])
+                                              None if max_payload_bytes is None else checked[1],
+                                              concurrency)
         self._settings_read = True
         return stored
 

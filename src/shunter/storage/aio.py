@@ -245,10 +245,11 @@ class Storage:
     # -- reads ---------------------------------------------------------------------------
     # -- queue-wide settings (stored in the queue's meta hash) ---------------------------
     async def configure(self, max_events: int | None = None,
-                        max_payload_bytes: int | None = None) -> dict[str, int | None]:
-        """Store queue-wide caps; returns what is stored now, and adopts it."""
+                        max_payload_bytes: int | None = None,
+                        concurrency: int | None = None) -> dict[str, int | None]:
+        """Store queue-wide settings; returns what is stored now, and adopts it."""
         stored = await self.run(calls.configure(self.keys, self.max_events, max_events,
-                                                max_payload_bytes))
+                                                max_payload_bytes, concurrency))
         self.adopt(stored)
         return stored
 

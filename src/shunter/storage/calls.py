@@ -282,7 +282,7 @@ def job_ids(k: QueueKeys, state: State, start: int, end: int) -> Commands[list[s
 # -- queue settings ----------------------------------------------------------------------------
 
 #: The settings a queue may store in its meta hash (see ``lua/configure.lua``).
-SETTINGS = ("max_events", "max_payload_bytes")
+SETTINGS = ("max_events", "max_payload_bytes", "concurrency")
 
 
 def _settings(reply: list[Any]) -> dict[str, int | None]:
@@ -291,10 +291,13 @@ def _settings(reply: list[Any]) -> dict[str, int | None]:
 
 
 def configure(k: QueueKeys, maxev: int, max_events: int | None,
-              max_payload_bytes: int | None) -> Script[dict[str, int | None]]:
-    """Store queue-wide settings (None leaves one as it is); the reply is what is stored."""
+              max_payload_bytes: int | None,
+              concurrency: int | None = None) -> Script[dict[str, int | None]]:
+    """Store queue-wide settings (None leaves one as it is; ``concurrency`` 0 removes the
+    limit); the reply is what is stored."""
     args: list[Arg] = ["" if v is None else v for v in (max_events, max_payload_bytes)]
-    return Script("configure", [k.meta, k.events], [*args, maxev], _settings)
+    return Script("configure", [k.meta, k.events, k.marker],
+                  [*args, maxev, "" if concurrency is None else concurrency], _settings)
 
 
 def settings(k: QueueKeys) -> Commands[dict[str, int | None]]:

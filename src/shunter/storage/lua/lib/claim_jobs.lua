@@ -16,7 +16,20 @@ local function claim_jobs(k, count, lease_ms, worker, promote_limit, now, claim_
 
   local jobs = {}
   local handed = {}
-  local paused = queue_meta(k)[META_PAUSED] and 1 or 0
+  local meta = queue_meta(k)
+  local paused = meta[META_PAUSED] and 1 or 0
+  -- The queue-wide concurrency limit: never more active jobs than it, across all workers
+  -- (the active index counts them, so a crashed worker's jobs hold their slots until
+  -- rescue, and every way out of active frees one: see leave_active).
+  local limited = false
+  local limit = tonumber(meta[META_CONCURRENCY])
+  if limit then
+    local room = limit - redis.call('ZCARD', k.active)
+    if room <= count then
+      count = math.max(room, 0)
+      limited = true
+    end
+  end
   if paused == 0 and count > 0 then
     local popped = redis.call('ZPOPMIN', k.waiting, count)
     local started, deadline  -- as text, made once for the batch (see ms_text)
@@ -61,7 +74,9 @@ local function claim_jobs(k, count, lease_ms, worker, promote_limit, now, claim_
       end
       -- no hash at all: a dangling id (the job was removed); dropping it is the repair
     end
-    if redis.call('ZCARD', k.waiting) > 0 then wake(k) end
+    -- More work for other idle workers, unless the limit is reached: then the next job
+    -- to leave active wakes them (a wake now would only spin them).
+    if not limited and redis.call('ZCARD', k.waiting) > 0 then wake(k) end
   end
   if record_key and #handed > 0 then
     local index = k.prefix .. 'claims'

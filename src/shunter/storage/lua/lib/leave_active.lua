@@ -1,3 +1,4 @@
+-- include: queue_meta, wake
 -- Take a job out of the active index: the first step, and the FIRST WRITE, of every script
 -- that ends an attempt (complete, retry, fail, abort, release, rescue).
 --
@@ -12,6 +13,12 @@
 -- When a worker settles its attempt, the move's fields include its token as
 -- `settled_token`, so a worker whose reply was lost can tell "my write landed" from "my
 -- lease was lost" (rescue, where no worker settles, writes none).
+--
+-- A queue with a concurrency limit (claim_jobs) has one slot more once a job leaves
+-- active: idle workers blocked on the marker are woken to take it (every way out of
+-- active passes here, rescue of a dead worker's job included, so no slot is ever held by
+-- a job that is not active).
 local function leave_active(k, id)
   redis.call('ZREM', k.active, id)
+  if queue_meta(k)[META_CONCURRENCY] then wake(k) end
 end

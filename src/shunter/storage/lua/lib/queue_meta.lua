@@ -1,7 +1,9 @@
 -- What the scripts read from the queue's meta hash, in one HMGET per script call (kept in
 -- k.meta_read): the number of the queue's last event (`event_seq`, see emit), the stored
--- caps (`max_events`, `max_payload_bytes`: Queue.configure), the `paused` flag and the
--- waiting line's sequence (`seq`, see waiting_score), at the positions META_*. The two
+-- caps (`max_events`, `max_payload_bytes`: Queue.configure), the `paused` flag, the
+-- waiting line's sequence (`seq`, see waiting_score) and the queue-wide concurrency limit
+-- (`concurrency`: most jobs active at once across all workers, see claim_jobs), at the
+-- positions META_*. The two
 -- counters are counted on in k during the call and written back by keep_seq at its end; a
 -- script that writes one of the other fields (configure, pause, resume) does so before
 -- anything reads them. The key is k.meta, or built from the prefix as job keys are when the
@@ -9,11 +11,12 @@
 -- foreign data answers its error (a table with `err`) instead of ending the script
 -- (enqueue refuses the call with it).
 local META_EVENT_SEQ, META_MAX_EVENTS, META_MAX_PAYLOAD_BYTES, META_PAUSED, META_SEQ = 1, 2, 3, 4, 5
+local META_CONCURRENCY = 6
 local function queue_meta(k, protected)
   local m = k.meta_read
   if not m then
     m = (protected and redis.pcall or redis.call)('HMGET', k.meta or k.prefix .. 'meta',
-      'event_seq', 'max_events', 'max_payload_bytes', 'paused', 'seq')
+      'event_seq', 'max_events', 'max_payload_bytes', 'paused', 'seq', 'concurrency')
     k.meta_read = m
   end
   return m
