@@ -43,7 +43,8 @@ ADD_OPTIONS = frozenset({
 })
 
 
-def _int_in(value: object, what: str, low: int, high: int) -> int:
+def int_in(value: object, what: str, low: int, high: int) -> int:
+    """``value`` if it is an int (not a bool) in ``[low, high]``; else InvalidInput."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidInput(f"{what} must be an int from {low} to {high}, got {value!r}")
     return value
@@ -110,14 +111,14 @@ def build_spec(task: str | TaskDef[Any], data: Any = None, *, job_id: str | None
     # 128 random bits as 32 hex digits (what uuid4().hex gives, without building a UUID)
     job_id = os.urandom(16).hex() if job_id is None else codec.validate_job_id(job_id)
     delay_ms, run_at_ms = _when(delay, run_at)
-    priority = _int_in(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
+    priority = int_in(priority, "priority", -MAX_PRIORITY, MAX_PRIORITY)
     # added_job reads these six pairs by position (the hot path of add_bulk): keep them
     # first, in this order
     fields: list[Any] = [
         "task", task,
         "data", codec.dumps(data, "payload", max_payload_bytes),
         "priority", priority,
-        "max_attempts", _int_in(max_attempts, "max_attempts", 1, MAX_ATTEMPTS),
+        "max_attempts", int_in(max_attempts, "max_attempts", 1, MAX_ATTEMPTS),
         "keep_completed", _keep(keep_completed, "keep_completed"),
         "keep_failed", _keep(keep_failed, "keep_failed"),
     ]

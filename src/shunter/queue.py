@@ -11,7 +11,7 @@ from .errors import InvalidInput, JobNotFound
 from .flow import spread_entries
 from .job import Job
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
-from .producer import added_job, added_jobs, build_spec, spec_from_mapping
+from .producer import added_job, added_jobs, build_spec, int_in, spec_from_mapping
 from .states import State
 from .storage import DEFAULT_MAX_EVENTS, DEFAULT_MAX_PAYLOAD, Counts, Storage, validate_limits
 from .storage.connection import RedisLike, async_client
@@ -62,12 +62,8 @@ class Queue:
         limit). ``None`` leaves a setting as it is. Returns what is stored now."""
         checked = validate_limits(DEFAULT_MAX_EVENTS if max_events is None else max_events,
                                   DEFAULT_MAX_PAYLOAD if max_payload_bytes is None else max_payload_bytes)
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int)
-            or not 0 <= concurrency <= MAX_CONCURRENCY
-        ):
-            raise InvalidInput(f"concurrency must be an int 0..{MAX_CONCURRENCY:,} (0: no limit), "
-                               f"got {concurrency!r}")
+        if concurrency is not None:
+            int_in(concurrency, "concurrency", 0, MAX_CONCURRENCY)
         stored = await self.storage.configure(None if max_events is None else checked[0],
                                               None if max_payload_bytes is None else checked[1],
                                               concurrency)

@@ -81,14 +81,13 @@ class Fetcher:
         self._outage = 0
 
     def order(self) -> list[Claimer]:
-        """This round's order: the given one, or a draw without replacement by weight."""
+        """This round's order: the given one, or a draw without replacement by weight
+        (each queue keyed by ``u ** (1 / weight)``, largest first: the same distribution
+        as drawing one queue after another by weight, in O(n log n))."""
         if not self.weighted:
             return self.claimers
-        left, order = list(self.claimers), []
-        while left:
-            pick = random.choices(range(len(left)), weights=[c.weight for c in left])[0]
-            order.append(left.pop(pick))
-        return order
+        return sorted(self.claimers, key=lambda c: random.random() ** (1 / c.weight),
+                      reverse=True)
 
     async def run(self, burst: bool) -> None:
         """Claim until the worker stops; with ``burst``, return once no queue has a job
