@@ -331,6 +331,12 @@ async def test_every_script_that_appends_events_keeps_the_count_in_meta(
     await storage.abort("a", token)
     await storage.replay("a")
     token = await claim(storage)
+    await storage.ratelimited("a", token, 1, "queue")  # parked 1 ms, back in line
+    token = await claim(storage)
+    await storage.cancel("a", "bob", "stop")
+    await storage.abort("a", token)
+    await storage.replay("a")
+    token = await claim(storage)
     await storage.fail("a", token, error("E", "no"))
     await storage.replay("a")
     await claim(storage, lease_ms=1)
@@ -342,7 +348,8 @@ async def test_every_script_that_appends_events_keeps_the_count_in_meta(
     await storage.cancel("b", "bob", "stop")  # waiting: cancelled at once
     await storage.pause()
     await storage.resume()
-    await storage.configure(max_events=500)
+    await storage.configure(["max_events", "500"])
+    await storage.configure_group("g", ["paused", "1"])
     await storage.enqueue(spec("c"))
     await storage.drain()
     await storage.clean(State.COMPLETED, 0)
@@ -350,5 +357,5 @@ async def test_every_script_that_appends_events_keeps_the_count_in_meta(
     assert set(ran) >= emitting
     events = await stream(client, storage)
     assert [int(e["seq"]) for e in events] == list(range(1, len(events) + 1))
-    # the waiting line's sequence is kept the same way: nine times put at the back of a line
-    assert await client.hget(storage.keys.meta, "seq") == b"9"
+    # the waiting line's sequence is kept the same way: ten times put at the back of a line
+    assert await client.hget(storage.keys.meta, "seq") == b"10"

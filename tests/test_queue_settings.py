@@ -19,11 +19,14 @@ pytestmark = pytest.mark.redis
 
 
 async def test_configure_stores_and_settings_reads(queue: Queue) -> None:
-    assert await queue.settings() == {"max_events": None, "max_payload_bytes": None, "concurrency": None}
+    assert await queue.settings() == {"max_events": None, "max_payload_bytes": None, "concurrency": None,
+        "rate": None, "group_concurrency": None, "group_rate": None}
     stored = await queue.configure(max_payload_bytes=4096)
-    assert stored == {"max_events": None, "max_payload_bytes": 4096, "concurrency": None}
+    assert stored == {"max_events": None, "max_payload_bytes": 4096, "concurrency": None,
+        "rate": None, "group_concurrency": None, "group_rate": None}
     assert await queue.configure(max_events=500) == {"max_events": 500, "max_payload_bytes": 4096,
-                                                     "concurrency": None}
+                                                     "concurrency": None,
+        "rate": None, "group_concurrency": None, "group_rate": None}
     (configured, *_) = [e for e in await events(queue.storage) if e["event"] == "configure"][-1:]
     assert configured["max_events"] == "500" and configured["max_payload_bytes"] == "4096"
 
@@ -33,7 +36,8 @@ async def test_configure_stores_and_settings_reads(queue: Queue) -> None:
 async def test_configure_refuses_bad_values(queue: Queue, option: str, value: Any) -> None:
     with pytest.raises(InvalidInput, match=option):
         await queue.configure(**{option: value})
-    assert await queue.settings() == {"max_events": None, "max_payload_bytes": None, "concurrency": None}
+    assert await queue.settings() == {"max_events": None, "max_payload_bytes": None, "concurrency": None,
+        "rate": None, "group_concurrency": None, "group_rate": None}
 
 
 async def test_a_producer_started_with_a_larger_cap_cannot_store_more(queue: Queue,

@@ -446,7 +446,8 @@ def test_pause_resume_counts_job_ids_settings(sq: shunter_sync.Queue, queue_name
     assert (counts["waiting"], counts["completed"], counts["paused"]) == (0, 3, 0)
     with pytest.raises(InvalidInput, match="unknown state"):
         sq.job_ids("done")
-    assert sq.settings() == {"max_events": None, "max_payload_bytes": None, "concurrency": None}
+    assert sq.settings() == {"max_events": None, "max_payload_bytes": None, "concurrency": None,
+        "rate": None, "group_concurrency": None, "group_rate": None}
 
 
 # -- threads ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from .errors import (
     LeaseLost,
     PayloadTooLarge,
     ProcessCrashed,
+    RateLimited,
     RetryAfter,
     ShunterError,
     UnpicklableError,
@@ -24,6 +25,7 @@ from .errors import (
     WrongKeyType,
 )
 from .events import Event, QueueEvents
+from .flow.limits import GroupInfo, Rate
 from .job import Job, JobError, JobFailed
 from .options import Backoff, Retention
 from .outcome import Decision, JobTimeout, Task
@@ -41,6 +43,7 @@ __all__ = [
     "Decision",
     "DecodeError",
     "Event",
+    "GroupInfo",
     "InvalidInput",
     "Job",
     "JobError",
@@ -54,6 +57,8 @@ __all__ = [
     "ProcessJob",
     "Queue",
     "QueueEvents",
+    "Rate",
+    "RateLimited",
     "Retention",
     "RetryAfter",
     "ShunterError",

@@ -22,6 +22,7 @@ _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | o
 
 _QUEUE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_.\-@=+/]{1,128}")
+_GROUP_RE = re.compile(r"[A-Za-z0-9_.\-@=+/:]{1,128}")
 _TASK_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,199}")
 
 
@@ -87,6 +88,13 @@ def validate_job_id(job_id: object) -> str:
     """Job ids: 1-128 of ``A-Z a-z 0-9 _ . - @ = + /`` (no braces, colons, spaces, globs)."""
     return _check(_JOB_ID_RE, job_id, "job id",
                   "use 1-128 letters, digits and '_.-@=+/' (no ':', '{', '}', '*' or spaces)")
+
+
+def validate_group(group: object) -> str:
+    """Group names (``add(group=...)``): 1-128 of ``A-Z a-z 0-9 _ . - @ = + / :``, so
+    ``post:123`` or ``user/42`` (no spaces, braces or globs)."""
+    return _check(_GROUP_RE, group, "group",
+                  "use 1-128 letters, digits and '_.-@=+/:' (no '{', '}', '*' or spaces)")
 
 
 def validate_task_name(name: object) -> str:

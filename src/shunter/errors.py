@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .job import JobSnapshot
@@ -25,6 +25,7 @@ __all__ = [
     "LeaseLost",
     "PayloadTooLarge",
     "ProcessCrashed",
+    "RateLimited",
     "RetryAfter",
     "ShunterError",
     "UnpicklableError",
@@ -193,6 +194,33 @@ class RetryAfter(ShunterError):
 
     def __reduce__(self) -> tuple[type[RetryAfter], tuple[float, str]]:
         return type(self), (self.seconds, str(self))
+
+
+class RateLimited(ShunterError):
+    """Raise from a handler when the remote side is rate limiting you (HTTP 429): the job
+    goes back to the head of its group's line without using an attempt (counted apart, as
+    ``job.throttled``), and its group (``add(group=...)``) starts nothing for ``seconds``.
+    With ``scope="queue"``, or for a job without a group, the whole queue is parked that
+    long instead. Other groups keep running (unlike :class:`RetryAfter`, which reschedules
+    this one job only)."""
+
+    def __init__(self, seconds: float, message: str = "", *, scope: str = "group") -> None:
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not (
+            0 < seconds <= 366 * 86400
+        ):
+            raise InvalidInput(f"RateLimited seconds must be in (0, 366 days], got {seconds!r}")
+        if scope not in ("group", "queue"):
+            raise InvalidInput(f"RateLimited scope must be 'group' or 'queue', got {scope!r}")
+        super().__init__(message or f"rate limited for {seconds:g}s")
+        self.seconds = float(seconds)
+        self.scope = scope
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rate_limited, (self.seconds, str(self), self.scope)
+
+
+def _rate_limited(seconds: float, message: str, scope: str) -> RateLimited:
+    return RateLimited(seconds, message, scope=scope)
 
 
 class ProcessCrashed(ShunterError):

@@ -77,8 +77,8 @@ class JobSnapshot:
     __slots__ = (
         "_token", "attempts_made", "backoff", "cancel_reason", "cancel_requested", "cancelled_at",
         "cancelled_by", "created_at", "data", "decode_error", "deferrals", "error", "existing",
-        "finished_at", "id", "max_attempts", "priority", "progress", "queue", "result",
-        "scheduled_for", "stalls", "started_at", "state", "task", "timeout", "worker",
+        "finished_at", "group", "id", "max_attempts", "priority", "progress", "queue", "result",
+        "scheduled_for", "stalls", "started_at", "state", "task", "throttled", "timeout", "worker",
     )
 
     def __init__(self, queue: str, job_id: str) -> None:
@@ -99,6 +99,8 @@ class JobSnapshot:
         self.max_attempts = 1
         self.stalls = 0
         self.deferrals = 0
+        #: Times a handler raised RateLimited: back in line without an attempt.
+        self.throttled = 0
         self.timeout: float | None = None
         self.backoff: Backoff | None = None
         self.created_at: datetime | None = None
@@ -113,6 +115,8 @@ class JobSnapshot:
         self.error: JobError | None = None
         self.progress: Any = None
         self.worker: str | None = None
+        #: The job's group (``add(group=...)``), None for none.
+        self.group: str | None = None
 
     def _load(self, fields: dict[bytes, bytes]) -> Self:
         """Fill from an HGETALL reply. Undecodable fields leave ``decode_error`` set (the
@@ -125,11 +129,13 @@ class JobSnapshot:
         except ValueError:
             self.decode_error = f"unknown state {state!r}"
         self.task = _text(fields, b"task") or ""
+        self.group = _text(fields, b"group")
         self.priority = _int(fields, b"priority")
         self.attempts_made = _int(fields, b"attempts_made")
         self.max_attempts = _int(fields, b"max_attempts", 1)
         self.stalls = _int(fields, b"stalls")
         self.deferrals = _int(fields, b"deferrals")
+        self.throttled = _int(fields, b"throttled")
         self._token = _int(fields, b"token") or None
         timeout_ms = _int(fields, b"timeout_ms", -1)
         self.timeout = timeout_ms / 1000 if timeout_ms > 0 else None

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any, Literal
 
 from . import codec
-from .errors import InvalidInput, RetryAfter, UnrecoverableError
+from .errors import InvalidInput, RateLimited, RetryAfter, UnrecoverableError
 from .job import Job
 from .options import Backoff
 
@@ -115,11 +115,12 @@ class JobTimeout(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    kind: Literal["complete", "retry", "fail"]
+    kind: Literal["complete", "retry", "fail", "throttle"]
     result: bytes = b"null"
     delay_ms: int = 0
     error: bytes = b""
     count_attempt: bool = True
+    scope: str = "group"  #: what a throttle parks: "group" or "queue"
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -162,7 +163,8 @@ def decide(job: Job, task: Task | None, exc: BaseException | None, result: Any, 
 
     1. no exception: complete with the encoded result (a result that is not JSON or too
        large fails the job: running again would produce the same);
-    2. :class:`UnrecoverableError`: fail now;
+    2. :class:`UnrecoverableError`: fail now; :class:`RateLimited`: back to the head of its
+       line without an attempt, its group (or the queue) parked for its seconds;
     3. the task's classifier, then the worker's: FAIL, RETRY or a :class:`RetryAfter`;
     4. :class:`RetryAfter` (raised or classified) defers without using an attempt, while
        fewer than ``max_deferrals`` deferrals were made; past that it is a failed attempt;
@@ -175,6 +177,8 @@ def decide(job: Job, task: Task | None, exc: BaseException | None, result: Any, 
             return Outcome("fail", error=error_json(bad, type(bad).__name__))
     if isinstance(exc, UnrecoverableError):
         return Outcome("fail", error=error_json(exc))
+    if isinstance(exc, RateLimited):
+        return Outcome("throttle", delay_ms=max(int(exc.seconds * 1000), 1), scope=exc.scope)
     decision: Decision | RetryAfter | None = None
     for classify in classifiers:
         if classify is not None and decision is None:

@@ -39,7 +39,7 @@ J = TypeVar("J", bound=JobSnapshot)
 
 ADD_OPTIONS = frozenset({
     "job_id", "delay", "run_at", "priority", "max_attempts", "backoff", "timeout",
-    "keep_completed", "keep_failed",
+    "keep_completed", "keep_failed", "group",
 })
 
 
@@ -89,7 +89,7 @@ def build_spec(task: str | TaskDef[Any], data: Any = None, *, job_id: str | None
                backoff: Backoff | None = None, timeout: float | None = None,
                keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
                keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
-               max_payload_bytes: int) -> JobSpec:
+               group: str | None = None, max_payload_bytes: int) -> JobSpec:
     """Check every option and encode the job; raises :class:`InvalidInput` on bad input.
     ``task`` is a name or a registered :class:`~shunter.TaskDef`, whose options fill in
     those not given (None)."""
@@ -134,7 +134,9 @@ def build_spec(task: str | TaskDef[Any], data: Any = None, *, job_id: str | None
         ):
             raise InvalidInput(f"timeout must be seconds in (0, 7 days], got {timeout!r}")
         fields += ("timeout_ms", max(int(timeout * 1000), 1))
-    return JobSpec(job_id, delay_ms, run_at_ms, priority, fields)
+    if group is not None:
+        fields += ("group", codec.validate_group(group))
+    return JobSpec(job_id, delay_ms, run_at_ms, priority, fields, group or "")
 
 
 def validate_job_options(options: Mapping[str, Any]) -> None:
@@ -189,6 +191,8 @@ def added_job(make: Callable[[str], J], spec: JobSpec, result: Enqueued) -> J:
             job.timeout = int(optional["timeout_ms"]) / 1000
         if "backoff" in optional:
             job.backoff = Backoff.from_json(codec.loads(cast(bytes, optional["backoff"]), "backoff"))
+        if "group" in optional:
+            job.group = str(optional["group"])
     job.created_at = _utc(result.now_ms)
     job.scheduled_for = None if result.due_ms is None else _utc(result.due_ms)
     return job

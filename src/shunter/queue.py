@@ -9,6 +9,7 @@ from typing import Any, Literal
 from . import codec
 from .errors import InvalidInput, JobNotFound
 from .flow import spread_entries
+from .flow.limits import GroupInfo, Rate, concurrency_value, group_pairs, rate_pairs
 from .job import Job
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .producer import added_job, added_jobs, build_spec, int_in, spec_from_mapping
@@ -20,8 +21,6 @@ from .tasks import TaskDef
 __all__ = ["Queue"]
 
 MAX_BULK = 10_000
-#: Largest queue-wide concurrency limit (``configure(concurrency=...)``).
-MAX_CONCURRENCY = 1_000_000
 
 
 class Queue:
@@ -52,25 +51,95 @@ class Queue:
 
     async def configure(self, *, max_events: int | None = None,
                         max_payload_bytes: int | None = None,
-                        concurrency: int | None = None) -> dict[str, int | None]:
+                        concurrency: int | None = None,
+                        rate: Rate | int | None = None) -> dict[str, Any]:
         """Store queue-wide settings on the server, so that every producer and worker of
         the queue uses the same ones whatever it was started with: ``max_events`` (the
         event stream's cap, applied by every script), ``max_payload_bytes`` (checked by
         the enqueue script, and by producers and workers, which read it before their first
-        add or at start) and ``concurrency`` (most jobs of the queue active at once across
-        all its workers, 1..1,000,000, enforced when jobs are claimed; 0 removes the
-        limit). ``None`` leaves a setting as it is. Returns what is stored now."""
+        add or at start), ``concurrency`` (most jobs of the queue active at once across
+        all its workers, 1..1,000,000; 0 removes the limit) and ``rate`` (a
+        :class:`~shunter.Rate`: most job starts per period across all workers; 0 removes
+        it). Both limits are enforced when jobs are claimed: a job over one is not claimed
+        (no attempt, no event). ``None`` leaves a setting as it is. Returns every setting
+        as stored now (None where none is stored). Raises
+        :class:`~shunter.errors.InvalidInput` (nothing stored) on bad input."""
         checked = validate_limits(DEFAULT_MAX_EVENTS if max_events is None else max_events,
                                   DEFAULT_MAX_PAYLOAD if max_payload_bytes is None else max_payload_bytes)
+        pairs: list[str] = []
+        if max_events is not None:
+            pairs += ["max_events", str(checked[0])]
+        if max_payload_bytes is not None:
+            pairs += ["max_payload_bytes", str(checked[1])]
         if concurrency is not None:
-            int_in(concurrency, "concurrency", 0, MAX_CONCURRENCY)
-        stored = await self.storage.configure(None if max_events is None else checked[0],
-                                              None if max_payload_bytes is None else checked[1],
-                                              concurrency)
+            value = concurrency_value(concurrency)
+            pairs += ["concurrency", "" if value == "0" else value]
+        pairs += rate_pairs(rate, "")
+        stored = await self.storage.configure(pairs)
         self._settings_read = True
         return stored
 
-    async def settings(self) -> dict[str, int | None]:
+    async def configure_groups(self, *, concurrency: int | None = None,
+                               rate: Rate | int | None = None) -> dict[str, Any]:
+        """Store the default limits of every group of this queue (``add(group=...)``):
+        ``concurrency`` (most jobs of one group active at once across all workers; 0
+        removes the default) and ``rate`` (a :class:`~shunter.Rate` per group; 0 removes
+        it). A group's own overrides (:meth:`configure_group`) win. A lowered limit holds
+        jobs back from the next claim on; a raised one lets a full group start more as
+        soon as one of its running jobs ends. ``None`` leaves a setting as it is. Returns
+        every queue setting as stored now (``group_concurrency``, ``group_rate``...)."""
+        pairs: list[str] = []
+        if concurrency is not None:
+            value = concurrency_value(concurrency)
+            pairs += ["group_concurrency", "" if value == "0" else value]
+        pairs += rate_pairs(rate, "group_")
+        return await self.storage.configure(pairs)
+
+    async def configure_group(self, group: str, *, concurrency: int | None = None,
+                              rate: Rate | int | None = None,
+                              weight: float | None = None) -> GroupInfo:
+        """Override the default limits for one group: ``concurrency`` (0: no limit for this
+        group), ``rate`` (a :class:`~shunter.Rate`, or 0: none for this group) and
+        ``weight`` (its share in fair queueing, 0.001..1000, default 1: a group of weight 3
+        starts three jobs for every one of a group of weight 1 while both have work).
+        Takes effect at once. ``None`` leaves a setting as it is; :meth:`reset_group`
+        removes every override. Returns the group as it is now."""
+        name = codec.validate_group(group)
+        pairs = group_pairs(concurrency, rate, weight)
+        if pairs:
+            await self.storage.configure_group(name, pairs)
+        return await self.storage.group_info(name)
+
+    async def reset_group(self, group: str) -> GroupInfo:
+        """Remove every override of one group: it follows the queue's defaults again."""
+        name = codec.validate_group(group)
+        await self.storage.configure_group(name, ["reset", "1"])
+        return await self.storage.group_info(name)
+
+    async def pause_group(self, group: str) -> None:
+        """Stop workers from claiming jobs of one group (its active jobs finish; new jobs
+        still join its line)."""
+        await self.storage.configure_group(codec.validate_group(group), ["paused", "1"])
+
+    async def resume_group(self, group: str) -> None:
+        """Let workers claim the jobs of a paused group again."""
+        await self.storage.configure_group(codec.validate_group(group), ["paused", ""])
+
+    async def group(self, group: str) -> GroupInfo:
+        """One group: jobs waiting and active, totals by end state, its limits, and whether
+        it can start a job now (``state``; ``next_eligible_ms`` when blocked)."""
+        return await self.storage.group_info(codec.validate_group(group))
+
+    async def groups(self, *, after: str = "", count: int = 100) -> list[GroupInfo]:
+        """The queue's groups in name order, ``count`` (1..1000) from the first after
+        ``after`` (pass the last name of a page to get the next)."""
+        if after:
+            codec.validate_group(after)
+        int_in(count, "count", 1, 1000)
+        names = await self.storage.group_names(after, count)
+        return [await self.storage.group_info(name) for name in names]
+
+    async def settings(self) -> dict[str, Any]:
         """The queue's stored caps (``None`` where it stores none: each client's own apply)."""
         stored = await self.storage.load_settings()
         self._settings_read = True
@@ -92,7 +161,8 @@ class Queue:
                   priority: int | None = None, max_attempts: int | None = None,
                   backoff: Backoff | None = None, timeout: float | None = None,
                   keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
-                  keep_failed: Retention | int = DEFAULT_KEEP_FAILED) -> Job:
+                  keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
+                  group: str | None = None) -> Job:
         """Enqueue one job (one round trip) and return it.
 
         - ``task``: the task's name, or the task itself (a :class:`~shunter.TaskDef` from a
@@ -110,6 +180,11 @@ class Queue:
           with ±50 % jitter).
         - ``timeout``: seconds one attempt may run (default: the task's, else the worker's).
         - ``keep_completed`` / ``keep_failed``: retention (:class:`Retention` or a count).
+        - ``group``: the job's group (``"post:123"``; 1-128 of letters, digits and
+          ``_.-@=+/:``). Each group keeps its own line (priority, then FIFO), groups are
+          served by weighted fair queueing, and the group limits of
+          :meth:`configure_groups` and :meth:`configure_group` apply to it (see
+          ``docs/groups.md``). None (the default): the job has no group.
 
         The returned job has the fields as stored (``created_at`` is server time). Raises
         :class:`~shunter.errors.InvalidInput` (and nothing is written) on bad input, and
@@ -120,7 +195,7 @@ class Queue:
             await self._settings()
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
                           max_attempts=max_attempts, backoff=backoff, timeout=timeout,
-                          keep_completed=keep_completed, keep_failed=keep_failed,
+                          keep_completed=keep_completed, keep_failed=keep_failed, group=group,
                           max_payload_bytes=self.storage.max_payload_bytes)
         return added_job(self._job, spec, await self.storage.enqueue(spec))
 

@@ -82,6 +82,10 @@ TRANSITIONS: dict[str, Transition] = {
         _t("release", {S.ACTIVE}, {S.WAITING, S.CANCELLED}, True,
            "Hand a job back on shutdown without consuming an attempt (or cancel it, if a "
            "cancel was requested while it ran)."),
+        _t("ratelimited", {S.ACTIVE}, {S.WAITING, S.CANCELLED}, True,
+           "The handler raised RateLimited: back to the head of its line without an attempt, "
+           "its group (or the queue) parked for the time given (or cancel it, if a cancel was "
+           "requested while it ran)."),
         _t("rescue", {S.ACTIVE}, {S.WAITING, S.FAILED, S.CANCELLED}, False,
            "Recover jobs whose lease expired: back to waiting, or failed after max_stalls."),
         _t("replay", {S.FAILED, S.CANCELLED}, {S.WAITING}, False,
@@ -94,4 +98,5 @@ del S
 FENCED_WRITES = ("progress", "log")
 
 #: Operations on a whole queue; each is one script as well.
-QUEUE_OPERATIONS = ("pause", "resume", "drain", "clean", "obliterate", "configure")
+QUEUE_OPERATIONS = ("pause", "resume", "drain", "clean", "obliterate", "configure",
+                    "configure_group")

@@ -16,6 +16,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError
 
 from ..errors import InvalidInput
+from ..flow.limits import GroupInfo
 from ..states import State
 from . import calls
 from .heartbeats import Heartbeats
@@ -165,6 +166,13 @@ class Storage:
                            [k.prefix, job_id, token, delay_ms, error, int(count_attempt),
                             self.max_events])
 
+    async def ratelimited(self, job_id: str, token: int, delay_ms: int, scope: str) -> None:
+        """Back to the head of its line without an attempt; its group (``scope`` "group")
+        or the queue ("queue") parked for ``delay_ms`` (the handler raised RateLimited)."""
+        k = self.keys
+        await self._fenced("ratelimited", job_id, [k.active, k.waiting, k.meta, k.events, k.marker],
+                           [k.prefix, job_id, token, delay_ms, scope, self.max_events])
+
     async def fail(self, job_id: str, token: int, error: bytes, count_attempt: bool = True) -> None:
         k = self.keys
         await self._fenced("fail", job_id, [k.active, k.failed, k.events],
@@ -244,23 +252,31 @@ class Storage:
 
     # -- reads ---------------------------------------------------------------------------
     # -- queue-wide settings (stored in the queue's meta hash) ---------------------------
-    async def configure(self, max_events: int | None = None,
-                        max_payload_bytes: int | None = None,
-                        concurrency: int | None = None) -> dict[str, int | None]:
-        """Store queue-wide settings; returns what is stored now, and adopts it."""
-        stored = await self.run(calls.configure(self.keys, self.max_events, max_events,
-                                                max_payload_bytes, concurrency))
+    async def configure(self, pairs: Sequence[Arg]) -> calls.Settings:
+        """Store queue-wide settings (``pairs`` of name and value, "" removes one; see
+        ``lua/configure.lua``); returns what is stored now, and adopts it."""
+        stored = await self.run(calls.configure(self.keys, self.max_events, pairs))
         self.adopt(stored)
         return stored
 
-    async def load_settings(self) -> dict[str, int | None]:
+    async def configure_group(self, group: str, pairs: Sequence[Arg]) -> None:
+        """Store one group's overrides or pause flag, and place the group again."""
+        await self.run(calls.configure_group(self.keys, self.max_events, group, pairs))
+
+    async def group_info(self, group: str) -> GroupInfo:
+        return await self.pipeline(calls.group_info(self.keys, group))
+
+    async def group_names(self, after: str = "", count: int = 100) -> list[str]:
+        return await self.pipeline(calls.group_names(self.keys, after, count))
+
+    async def load_settings(self) -> calls.Settings:
         """Read the queue's stored caps and adopt them (a queue with none keeps this
         client's own)."""
         stored = await self.pipeline(calls.settings(self.keys))
         self.adopt(stored)
         return stored
 
-    def adopt(self, stored: dict[str, int | None]) -> None:
+    def adopt(self, stored: calls.Settings) -> None:
         if stored["max_events"] is not None:
             self.max_events = stored["max_events"]
         if stored["max_payload_bytes"] is not None:

@@ -90,7 +90,7 @@ class BlockingStorage:
     def counts(self) -> Counts:
         return self.pipeline(calls.counts(self.keys))
 
-    def load_settings(self) -> dict[str, int | None]:
+    def load_settings(self) -> calls.Settings:
         """The queue's stored caps (see :meth:`Storage.load_settings`); adopts max_events."""
         stored = self.pipeline(calls.settings(self.keys))
         if stored["max_events"] is not None:

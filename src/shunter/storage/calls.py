@@ -21,6 +21,7 @@ from ..errors import (
     ShunterError,
     WrongKeyType,
 )
+from ..flow.limits import GroupInfo, Rate
 from ..states import State
 from .keys import QueueKeys
 from .model import COUNTED, FINISHED, ClaimResult, Counts, Enqueued, JobSpec
@@ -113,7 +114,8 @@ def enqueue(k: QueueKeys, specs: Sequence[JobSpec], maxev: int) -> Script[list[E
     args: list[Arg] = [k.prefix, maxev]
     for spec in specs:
         run_at = "" if spec.run_at_ms is None else spec.run_at_ms
-        args += (spec.job_id, spec.delay_ms, run_at, spec.priority, len(spec.fields), *spec.fields)
+        args += (spec.job_id, spec.delay_ms, run_at, spec.priority, spec.group, len(spec.fields),
+                 *spec.fields)
 
     def parse(reply: list[Any]) -> list[Enqueued | Exception]:
         if reply[0] == ErrorCode.WRONG_TYPE:
@@ -242,11 +244,13 @@ def resume(k: QueueKeys, maxev: int) -> Script[Any]:
 def counts(k: QueueKeys) -> Commands[Counts]:
     """Jobs per state, plus ``paused`` (1 or 0)."""
     commands: list[tuple[Arg, ...]] = [("ZCARD", k.index(state)) for state in COUNTED]
-    commands.append(("HEXISTS", k.meta, "paused"))
+    commands.append(("HMGET", k.meta, "paused", "gwaiting"))
 
     def parse(replies: list[Any]) -> Counts:
         out = {state.value: int(n) for state, n in zip(COUNTED, replies, strict=False)}
-        out["paused"] = int(bool(replies[-1]))
+        paused, grouped = replies[-1]
+        out["waiting"] += int(grouped or 0)  # jobs waiting in the lines of groups
+        out["paused"] = int(bool(paused))
         return out
 
     return Commands(commands, parse)
@@ -281,25 +285,80 @@ def job_ids(k: QueueKeys, state: State, start: int, end: int) -> Commands[list[s
 
 # -- queue settings ----------------------------------------------------------------------------
 
-#: The settings a queue may store in its meta hash (see ``lua/configure.lua``).
-SETTINGS = ("max_events", "max_payload_bytes", "concurrency")
+#: The settings a queue may store in its meta hash (see ``lua/configure.lua``), in the
+#: order ``configure`` answers them.
+SETTINGS = ("max_events", "max_payload_bytes", "concurrency", "rate", "group_concurrency",
+            "group_rate")
+_RATES = ("rate", "group_rate")
+
+Settings = dict[str, Any]
 
 
-def _settings(reply: list[Any]) -> dict[str, int | None]:
-    return {name: None if value is None else int(value)
+def _settings(reply: list[Any]) -> Settings:
+    if reply and reply[0] == ErrorCode.NOT_IN_STATE:  # an unknown setting name: never sent
+        raise ShunterError(f"the server refused setting {reply[1]!r}")
+    return {name: Rate.decode(value) if name in _RATES else None if value is None else int(value)
             for name, value in zip(SETTINGS, reply, strict=True)}
 
 
-def configure(k: QueueKeys, maxev: int, max_events: int | None,
-              max_payload_bytes: int | None,
-              concurrency: int | None = None) -> Script[dict[str, int | None]]:
-    """Store queue-wide settings (None leaves one as it is; ``concurrency`` 0 removes the
-    limit); the reply is what is stored."""
-    args: list[Arg] = ["" if v is None else v for v in (max_events, max_payload_bytes)]
-    return Script("configure", [k.meta, k.events, k.marker],
-                  [*args, maxev, "" if concurrency is None else concurrency], _settings)
+def configure(k: QueueKeys, maxev: int, pairs: Sequence[Arg]) -> Script[Settings]:
+    """Store queue-wide settings: ``pairs`` of setting name and value ("" removes it; see
+    ``lua/configure.lua``); the reply is every setting as stored now."""
+    return Script("configure", [k.meta, k.events, k.marker], [maxev, *pairs], _settings)
 
 
-def settings(k: QueueKeys) -> Commands[dict[str, int | None]]:
+def settings(k: QueueKeys) -> Commands[Settings]:
     """The queue's stored settings (None where it stores none)."""
     return Commands([("HMGET", k.meta, *SETTINGS)], lambda replies: _settings(replies[0]))
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+def configure_group(k: QueueKeys, maxev: int, group: str, pairs: Sequence[Arg]) -> Script[Any]:
+    """Store one group's overrides or pause flag and place the group again."""
+    return Script("configure_group", [k.meta, k.events, k.marker, k.active],
+                  [k.prefix, maxev, group, *pairs])
+
+
+#: What group_info reads of a group's hash, in order.
+_GROUP_FIELDS = ("paused", "concurrency", "rate", "weight", "until", "completed", "failed",
+                 "cancelled")
+
+
+def group_info(k: QueueKeys, group: str) -> Commands[GroupInfo]:
+    """One group's counts, limits and state (see :class:`~shunter.flow.limits.GroupInfo`)."""
+    commands: list[tuple[Arg, ...]] = [
+        ("HMGET", k.group(group), *_GROUP_FIELDS),
+        ("HMGET", k.meta, "group_concurrency", "group_rate"),
+        ("ZCARD", k.group_waiting(group)),
+        ("SCARD", k.group_active(group)),
+        ("ZSCORE", k.group_wakes, group),
+    ]
+
+    def parse(replies: list[Any]) -> GroupInfo:
+        (paused, conc, rate, weight, _until, completed, failed, cancelled), defaults, waiting, \
+            active, wake_at = replies
+        concurrency = int(conc) if conc is not None else (
+            int(defaults[0]) if defaults[0] is not None else None)
+        limit = Rate.decode(rate) if rate is not None else Rate.decode(defaults[1])
+        state, next_ms = "ready", None
+        if int(waiting) == 0:
+            state = "idle"
+        elif paused:
+            state = "paused"
+        elif wake_at is not None:
+            state, next_ms = "blocked", int(float(wake_at))
+        elif concurrency and int(active) >= concurrency:
+            state = "full"
+        return GroupInfo(group, int(waiting), int(active), int(completed or 0), int(failed or 0),
+                         int(cancelled or 0), bool(paused), concurrency or None, limit,
+                         float(weight) if weight else 1.0, state, next_ms)
+
+    return Commands(commands, parse)
+
+
+def group_names(k: QueueKeys, after: str, count: int) -> Commands[list[str]]:
+    """Names of the queue's groups in name order, from the first after ``after``."""
+    low = "-" if after == "" else f"({after}"
+    return Commands([("ZRANGEBYLEX", k.groups, low, "+", "LIMIT", 0, count)],
+                    lambda replies: [name.decode() for name in replies[0]])

@@ -15,8 +15,9 @@ class QueueKeys:
     """Key names for one queue. Job keys are ``<prefix>job:<id>`` (built inside scripts too)."""
 
     __slots__ = (
-        "active", "cancelled", "claims", "completed", "events", "failed", "marker", "meta", "name",
-        "prefix", "rescue_lock", "scheduled", "waiting", "workers",
+        "active", "cancelled", "claims", "completed", "events", "failed", "group_ring",
+        "group_wakes", "groups", "marker", "meta", "name", "prefix", "rescue_lock", "scheduled",
+        "waiting", "workers",
     )
 
     def __init__(self, name: str) -> None:
@@ -36,10 +37,28 @@ class QueueKeys:
         self.workers = p + "workers"  #: zset of worker ids that sent a heartbeat (an index)
         #: zset of claim request ids with a record (see :meth:`claim`), score = expiry (ms)
         self.claims = p + "claims"
+        #: zset of every group the queue has seen (score 0: listed by name)
+        self.groups = p + "groups"
+        #: zset of the groups that can start a job now, score = virtual start time
+        self.group_ring = p + "gring"
+        #: zset of groups blocked until a time (rate limit, RateLimited), score = that time
+        self.group_wakes = p + "gwake"
 
     def index(self, state: State) -> str:
         """The index (sorted set) of one state: ``waiting``, ``active``, ``failed`` ..."""
         return str(getattr(self, state.value))
+
+    def group(self, group: str) -> str:
+        """A group's hash: its overrides, pause flag, rate state and counts by end state."""
+        return f"{self.prefix}gh:{group}"
+
+    def group_waiting(self, group: str) -> str:
+        """A group's line of waiting jobs (zset, score as the waiting index's)."""
+        return f"{self.prefix}gw:{group}"
+
+    def group_active(self, group: str) -> str:
+        """The ids of a group's active jobs (set): its concurrency slots in use."""
+        return f"{self.prefix}ga:{group}"
 
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"

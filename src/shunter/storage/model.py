@@ -65,6 +65,7 @@ class JobSpec:
     run_at_ms: int | None
     priority: int
     fields: list[Arg]  #: field/value pairs of the job hash
+    group: str = ""  #: its group ("" for none; in ``fields`` too)
 
 
 @dataclass(slots=True)

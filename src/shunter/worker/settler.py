@@ -47,6 +47,9 @@ class Settler:
                 if code < 0:
                     raise_for(code, storage.keys, job.id, "complete")
             await self._fenced(job, "completed", complete)
+        elif outcome.kind == "throttle":
+            await self._fenced(job, "throttled", lambda: storage.ratelimited(
+                job.id, token, outcome.delay_ms, outcome.scope))
         elif outcome.kind == "retry":
             await self._fenced(job, "retried", lambda: storage.retry(
                 job.id, token, outcome.delay_ms, outcome.error, outcome.count_attempt))

@@ -12,10 +12,11 @@ local k = {active = KEYS[1], cancelled = KEYS[2], events = KEYS[3], prefix = ARG
 local id, token = ARGV[2], ARGV[3]
 local jobkey = k.prefix .. 'job:' .. id
 local code, f = check_lease(jobkey, token, 'attempts_made', 'worker', 'cancelled_by',
-  'cancel_reason', 'keep_failed')
+  'cancel_reason', 'keep_failed', 'group')
 if code ~= 0 then return code end
-local _, _, attempts, worker, by, reason, keep = unpack(f)
-leave_active(k, id)
+local _, _, attempts, worker, by, reason, keep, group = unpack(f)
+leave_active(k, id, group)
+k.group = group
 finish_cancelled(k, jobkey, id, now_ms(), keep, by, reason,
   attempt_event('abort', token, attempts, worker), 'settled_token', token)
 return keep_seq(k, 1)

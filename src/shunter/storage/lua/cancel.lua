@@ -13,7 +13,7 @@ local k = {waiting = KEYS[1], scheduled = KEYS[2], cancelled = KEYS[3], events =
   prefix = ARGV[1], maxev = ARGV[5]}
 local id, by, reason = ARGV[2], ARGV[3], ARGV[4]
 local jobkey = k.prefix .. 'job:' .. id
-local state = redis.call('HGET', jobkey, 'state')
+local state, group = unpack(redis.call('HMGET', jobkey, 'state', 'group'))
 if not state then return ERR_JOB_NOT_FOUND end
 if state ~= 'active' and state ~= 'waiting' and state ~= 'scheduled' then
   return ERR_NOT_IN_STATE
@@ -26,6 +26,12 @@ if state == 'active' then
 end
 redis.call('ZREM', k.waiting, id)
 redis.call('ZREM', k.scheduled, id)
+if group then
+  -- out of its group's line (the group may stay in the ring with an empty line: the next
+  -- claim that pops it drops it) and counted in its group
+  if redis.call('ZREM', k.prefix .. 'gw:' .. group, id) == 1 then k.gwaiting = -1 end
+  k.group = group
+end
 finish_cancelled(k, jobkey, id, now_ms(), nil, by, reason, {'cancel'},
   'cancelled_by', by, 'cancel_reason', reason)
 return keep_seq(k, 1)

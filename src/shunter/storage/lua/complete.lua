@@ -22,10 +22,12 @@ local codes = {}
 for i = 8, #ARGV, 3 do
   local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jobkey = k.prefix .. 'job:' .. id
-  local code, f = check_lease(jobkey, token, 'attempts_made', 'worker', 'keep_completed')
+  local code, f = check_lease(jobkey, token, 'attempts_made', 'worker', 'keep_completed',
+    'group')
   if code == 0 then
-    local attempts, worker, keep = f[3], f[4], f[5]
-    leave_active(k, id)
+    local attempts, worker, keep, group = f[3], f[4], f[5], f[6]
+    leave_active(k, id, group)
+    k.group = group
     -- the successful attempt counts too; written with the rest instead of an HINCRBY
     finish(k, jobkey, id, 'completed', now, keep or '-1:-1',
       attempt_event('complete', token, attempts, worker), 'settled_token', token,
@@ -34,6 +36,7 @@ for i = 8, #ARGV, 3 do
   end
   codes[#codes + 1] = code
 end
+k.group = nil
 trim_all(k, now)
 local claimed = claim_jobs(k, claim_count, tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), now,
   ARGV[7])

@@ -1,5 +1,6 @@
---[[ drain: delete up to N waiting and scheduled jobs (active and finished jobs stay).
-Call repeatedly until it returns 0.
+--[[ drain: delete up to N waiting and scheduled jobs (active and finished jobs stay), the
+lines of groups included (the groups keep their limits and counts). Call repeatedly until
+it returns 0.
 KEYS[1] waiting   KEYS[2] scheduled   KEYS[3] events
 ARGV[1] key prefix   ARGV[2] max jobs per call   ARGV[3] max length of the event stream
 Returns the number of jobs deleted.
@@ -18,5 +19,22 @@ for _, index in ipairs({waiting, scheduled}) do
   removed = removed + #ids
   if removed >= limit then break end
 end
+-- the groups' lines, group by group in the registry's order
+local gone = 0
+local after = '-'
+while removed < limit do
+  local names = redis.call('ZRANGEBYLEX', k.prefix .. 'groups', after, '+', 'LIMIT', 0, 100)
+  if #names == 0 then break end
+  for _, group in ipairs(names) do
+    local line = k.prefix .. 'gw:' .. group
+    local ids = redis.call('ZRANGE', line, 0, limit - removed - 1)
+    for _, id in ipairs(ids) do delete_job(k.prefix, id) end
+    if #ids > 0 then redis.call('ZREM', line, unpack(ids)) end
+    removed, gone = removed + #ids, gone + #ids
+    if removed >= limit then break end
+  end
+  after = '(' .. names[#names]
+end
+if gone > 0 then k.gwaiting = -gone end
 if removed > 0 then emit(k, {'drain', 'count', removed}, '', '') end
 return keep_seq(k, removed)

@@ -7,9 +7,10 @@ with nothing written for it, and the rest of the batch is stored; foreign data u
 of the queue's own keys refuses the whole call before anything is written.
 KEYS[1] waiting   KEYS[2] scheduled   KEYS[3] meta   KEYS[4] events   KEYS[5] marker
 ARGV[1] key prefix ("shunter:{queue}:")   ARGV[2] max length of the event stream
-ARGV[3..] one group per job: job id, delay in ms after server time (0 = now), absolute
-  run time as unix ms or "" (takes precedence over the delay), priority (-1000..1000),
-  number of hash arguments n, then n field/value arguments (task, data, ...)
+ARGV[3..] one group of arguments per job: job id, delay in ms after server time (0 = now),
+  absolute run time as unix ms or "" (takes precedence over the delay), priority
+  (-1000..1000), its group ("" for none; the fields carry it too), number of hash
+  arguments n, then n field/value arguments (task, data, ...)
 Returns {now, reply, reply, ...}: now is the server time in unix ms (the created_at of
 every job this call created), then one reply per job, in order:
   {1, 'waiting'} or {1, 'scheduled', due_ms}   created
@@ -50,8 +51,8 @@ local cap = tonumber(queue_meta(k)[META_MAX_PAYLOAD_BYTES])
 local i = 3
 while i <= #ARGV do
   local id, delay, run_at, priority = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
-  local nfields = tonumber(ARGV[i + 4])
-  local first, last = i + 5, i + 4 + nfields
+  local group, nfields = ARGV[i + 4], tonumber(ARGV[i + 5])
+  local first, last = i + 6, i + 5 + nfields
   i = last + 1
   local jobkey = k.prefix .. 'job:' .. id
   -- pcall: a key that is not a hash answers WRONGTYPE, which must not end the script
@@ -77,7 +78,7 @@ while i <= #ARGV do
         unpack(ARGV, first, last))
       out[#out + 1] = {1, 'scheduled', due}
     else
-      enter_waiting(k, jobkey, id, priority, nil, {'enqueue'}, 'id', id, 'created_at', created,
+      enter_waiting(k, jobkey, id, priority, nil, group, {'enqueue'}, 'id', id, 'created_at', created,
         'token', '0', 'attempts_made', '0', 'stalls', '0', 'deferrals', '0',
         unpack(ARGV, first, last))
       out[#out + 1] = {1, 'waiting'}

@@ -11,10 +11,11 @@ local k = {active = KEYS[1], failed = KEYS[2], events = KEYS[3], prefix = ARGV[1
   maxev = ARGV[6]}
 local id, token, err, counts = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local jobkey = k.prefix .. 'job:' .. id
-local code, f = check_lease(jobkey, token, 'attempts_made', 'worker', 'keep_failed')
+local code, f = check_lease(jobkey, token, 'attempts_made', 'worker', 'keep_failed', 'group')
 if code ~= 0 then return code end
-local _, _, attempts, worker, keep = unpack(f)
-leave_active(k, id)
+local _, _, attempts, worker, keep, group = unpack(f)
+leave_active(k, id, group)
+k.group = group
 local event = error_event(attempt_event('fail', token, attempts, worker), err)
 keep = keep or '-1:-1'
 if counts == '1' then

@@ -1,5 +1,6 @@
 --[[ obliterate: delete a queue and all its jobs, N jobs per call; call until it returns 0.
 Refuses while jobs are active unless forced (their workers would lose them silently).
+The groups' lines, hashes and active sets, their registry and the ring go too.
 KEYS[1] active  KEYS[2] waiting  KEYS[3] scheduled  KEYS[4] completed  KEYS[5] failed
 KEYS[6] cancelled  KEYS[7] meta  KEYS[8] events  KEYS[9] marker  KEYS[10] rescue lock
 ARGV[1] key prefix   ARGV[2] max jobs per call   ARGV[3] "1" to force
@@ -19,7 +20,27 @@ for i = 1, 6 do
     removed = removed + #ids
   end
 end
+-- the groups' lines (their jobs are in no state index), then their keys
+local groups = prefix .. 'groups'
+local after = '-'
+while removed < limit do
+  local names = redis.call('ZRANGEBYLEX', groups, after, '+', 'LIMIT', 0, 100)
+  if #names == 0 then break end
+  for _, group in ipairs(names) do
+    local line = prefix .. 'gw:' .. group
+    local ids = redis.call('ZRANGE', line, 0, limit - removed - 1)
+    for _, id in ipairs(ids) do delete_job(prefix, id) end
+    if #ids > 0 then redis.call('ZREM', line, unpack(ids)) end
+    removed = removed + #ids
+    if removed >= limit then break end
+  end
+  after = '(' .. names[#names]
+end
 if removed == 0 then
+  for _, group in ipairs(redis.call('ZRANGE', groups, 0, -1)) do
+    redis.call('DEL', prefix .. 'gh:' .. group, prefix .. 'gw:' .. group, prefix .. 'ga:' .. group)
+  end
+  redis.call('DEL', groups, prefix .. 'gring', prefix .. 'gwake')
   redis.call('DEL', KEYS[7], KEYS[8], KEYS[9], KEYS[10])
   -- worker heartbeats (an index of ids, one expiring key each)
   local workers = prefix .. 'workers'

@@ -14,13 +14,14 @@ local k = {active = KEYS[1], waiting = KEYS[2], meta = KEYS[3], events = KEYS[4]
 local id, token = ARGV[2], ARGV[3]
 local jobkey = k.prefix .. 'job:' .. id
 local code, f = check_lease(jobkey, token, 'attempts_made', 'worker', 'priority', 'place',
-  'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed')
+  'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed', 'group')
 if code ~= 0 then return code end
-local _, _, attempts, worker, priority, place, requested, by, reason, keep = unpack(f)
-leave_active(k, id)
+local _, _, attempts, worker, priority, place, requested, by, reason, keep, group = unpack(f)
+leave_active(k, id, group)
+k.group = group
 local event = attempt_event('release', token, attempts, worker)
 if cancel_if_requested(k, jobkey, id, requested, by, reason, keep, event, 'settled_token', token) then
   return keep_seq(k, 1)
 end
-enter_waiting(k, jobkey, id, priority, place or nil, event, 'settled_token', token)
+enter_waiting(k, jobkey, id, priority, place or nil, group, event, 'settled_token', token)
 return keep_seq(k, 1)

@@ -11,7 +11,7 @@ local k = {failed = KEYS[1], cancelled = KEYS[2], waiting = KEYS[3], meta = KEYS
   events = KEYS[5], marker = KEYS[6], prefix = ARGV[1], maxev = ARGV[3]}
 local id = ARGV[2]
 local jobkey = k.prefix .. 'job:' .. id
-local job = redis.call('HMGET', jobkey, 'state', 'priority')
+local job = redis.call('HMGET', jobkey, 'state', 'priority', 'group')
 if not job[1] then return ERR_JOB_NOT_FOUND end
 if job[1] ~= 'failed' and job[1] ~= 'cancelled' then return ERR_NOT_IN_STATE end
 redis.call('ZREM', k.failed, id)
@@ -19,6 +19,6 @@ redis.call('ZREM', k.cancelled, id)
 -- scheduled_for: a job cancelled while scheduled still has it
 redis.call('HDEL', jobkey, 'cancel_requested', 'cancelled_at', 'cancelled_by', 'cancel_reason',
   'finished_at', 'result', 'scheduled_for')
-enter_waiting(k, jobkey, id, job[2], nil, {'replay'}, 'attempts_made', '0', 'stalls', '0',
+enter_waiting(k, jobkey, id, job[2], nil, job[3], {'replay'}, 'attempts_made', '0', 'stalls', '0',
   'deferrals', '0')
 return keep_seq(k, 1)

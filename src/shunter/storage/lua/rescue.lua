@@ -21,9 +21,13 @@ local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', k.active, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do
   local jobkey = k.prefix .. 'job:' .. id
-  leave_active(k, id)
+  -- read first (a read, so leave_active's ZREM stays the first write): the group whose
+  -- slot the job holds
   local f = read_job(jobkey, 'state', 'token', 'attempts_made', 'worker', 'stalls', 'priority',
-    'place', 'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed')
+    'place', 'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed', 'group')
+  local group = f and f[12]
+  leave_active(k, id, group)
+  k.group = group
   if not f then
     not_a_hash(k, jobkey, id, now)
   elseif f[1] == 'active' then
@@ -42,8 +46,9 @@ for _, id in ipairs(expired) do
         'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1),
         'error', cjson.encode(err))
     else
-      enter_waiting(k, jobkey, id, priority, place or nil, event, 'stalls', counted)
+      enter_waiting(k, jobkey, id, priority, place or nil, group, event, 'stalls', counted)
     end
   end
 end
+k.group = nil
 return keep_seq(k, {#expired, 1})

@@ -16,10 +16,11 @@ local k = {active = KEYS[1], scheduled = KEYS[2], waiting = KEYS[3], meta = KEYS
 local id, token, delay, err, counts = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local jobkey = k.prefix .. 'job:' .. id
 local code, f = check_lease(jobkey, token, 'attempts_made', 'deferrals', 'worker', 'priority',
-  'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed')
+  'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed', 'group')
 if code ~= 0 then return code end
-local _, _, attempts, deferrals, worker, priority, requested, by, reason, keep = unpack(f)
-leave_active(k, id)
+local _, _, attempts, deferrals, worker, priority, requested, by, reason, keep, group = unpack(f)
+leave_active(k, id, group)
+k.group = group
 -- a failed attempt counts; a deferral (RetryAfter) is counted apart
 local counter, count = 'deferrals', deferrals
 if counts == '1' then counter, count = 'attempts_made', attempts end
@@ -34,6 +35,6 @@ event[#event + 1] = delay
 if delay > 0 then
   enter_scheduled(k, jobkey, id, now_ms() + delay, event, unpack(set))
 else
-  enter_waiting(k, jobkey, id, priority, nil, event, unpack(set))
+  enter_waiting(k, jobkey, id, priority, nil, group, event, unpack(set))
 end
 return keep_seq(k, 1)

@@ -6,7 +6,9 @@
 -- job at once. With k.trims (complete: many jobs per call) the rule is collected per index
 -- and trim_all trims once at the end: trimming after every job of a batch was most of a
 -- completion's server work. The index is k[state], or built from the prefix as job keys
--- are when the caller does not declare it (a repair inside claim or promote).
+-- are when the caller does not declare it (a repair inside claim or promote). A script
+-- that ends a grouped job sets k.group to its group first: the group's hash counts its
+-- jobs by terminal state.
 local function finish(k, jobkey, id, state, now, keep, event, ...)
   local at = ms_text(now)
   if state == 'cancelled' then
@@ -15,6 +17,10 @@ local function finish(k, jobkey, id, state, now, keep, event, ...)
     redis.call('HSET', jobkey, 'state', state, 'finished_at', at, ...)
   end
   emit(k, event, id, state)
+  -- a grouped job (k.group, set by the script for the job it ends) counts in its group
+  if k.group and k.group ~= '' then
+    redis.call('HINCRBY', k.prefix .. 'gh:' .. k.group, state, 1)
+  end
   if not keep then
     local field = 'keep_failed'
     if state == 'completed' then field = 'keep_completed' end

@@ -6,12 +6,12 @@ local function promote_due(k, now, limit, upto)
   for _, id in ipairs(due) do
     local jobkey = k.prefix .. 'job:' .. id
     redis.call('ZREM', k.scheduled, id)
-    local f = read_job(jobkey, 'state', 'priority')
+    local f = read_job(jobkey, 'state', 'priority', 'group')
     if not f then
       not_a_hash(k, jobkey, id, now)
     elseif f[1] == 'scheduled' then
       redis.call('HDEL', jobkey, 'scheduled_for')
-      enter_waiting(k, jobkey, id, f[2], nil, {'promote'})
+      enter_waiting(k, jobkey, id, f[2], nil, f[3], {'promote'})
     end
   end
   return #due
