@@ -46,7 +46,7 @@ local function claim_groups(k, c, count)
       if #head == 0 then
         -- its limits changed since it entered the ring, or its line was emptied
         stale = stale + 1
-        group_place(k, group, g)
+        group_place(k, group, g, block)
       else
         k.gwaiting = (k.gwaiting or 0) - 1
         local id = head[1]
@@ -61,13 +61,14 @@ local function claim_groups(k, c, count)
           end
         end
         if redis.call('ZCARD', p .. 'gw:' .. group) > 0 then
-          if group_block(k, group, g, c.now) == nil then
+          local blocked = group_block(k, group, g, c.now)
+          if blocked == nil then
             redis.call('ZADD', ring, num_text(next_s), group)
           else
             -- blocked with jobs waiting: keep its tag for when it comes back
             redis.call('HSET', gh, 'vs', num_text(next_s))
             g.vs = next_s
-            group_place(k, group, g)
+            group_place(k, group, g, blocked)
           end
         end
       end

@@ -2,20 +2,25 @@
 -- Why a group with waiting jobs cannot start one now: 'paused', 'full' (at its
 -- concurrency limit), or the unix ms it can (its rate limit, or parked by RateLimited);
 -- nil when it can. The active set <prefix>ga:<group> holds the ids of its active jobs, so
--- a slot is freed by every way out of `active` (leave_active); a full group checks its
--- members against the active index, so an id whose job hash was deleted by hand while it
--- ran cannot hold a slot for ever (it left active when rescued, with no hash to name its
--- group).
+-- a slot is freed by every way out of `active` (leave_active). One case escapes that: a
+-- job hash deleted by hand while the job ran leaves active when rescued with no hash to
+-- name its group. So a full group checks a few of its members (SRANDMEMBER, O(1) however
+-- high its limit) against the active index and drops the ones that are not there: such a
+-- slot is found again within a few claims instead of being held for ever.
 local function group_block(k, group, g, now)
   if g.paused then return 'paused' end
   if g.conc then
     local slots = k.prefix .. 'ga:' .. group
     if redis.call('SCARD', slots) >= g.conc then
       local active = k.active or k.prefix .. 'active'
-      for _, id in ipairs(redis.call('SMEMBERS', slots)) do
-        if not redis.call('ZSCORE', active, id) then redis.call('SREM', slots, id) end
+      local healed = false
+      for _, id in ipairs(redis.call('SRANDMEMBER', slots, 3)) do
+        if not redis.call('ZSCORE', active, id) then
+          redis.call('SREM', slots, id)
+          healed = true
+        end
       end
-      if redis.call('SCARD', slots) >= g.conc then return 'full' end
+      if not healed or redis.call('SCARD', slots) >= g.conc then return 'full' end
     end
   end
   local at = g.until_ or 0

@@ -6,8 +6,9 @@
 -- waiting job, paused, full: the change that ends that places it again). Idempotent. A
 -- group that enters the ring starts at max(its saved start tag, the virtual time), so an
 -- idle group cannot bank credit; one already there keeps its place. Wakes an idle worker
--- when the group can start a job.
-local function group_place(k, group, g)
+-- when the group can start a job. `g` and `block` (its group_state and group_block) may
+-- come from the caller, which has them already.
+local function group_place(k, group, g, block)
   local p = k.prefix
   local ring, wakes = p .. 'gring', p .. 'gwake'
   if redis.call('ZCARD', p .. 'gw:' .. group) == 0 then
@@ -17,7 +18,7 @@ local function group_place(k, group, g)
   end
   k.now = k.now or now_ms()
   g = g or group_state(k, group)
-  local block = group_block(k, group, g, k.now)
+  if block == nil then block = group_block(k, group, g, k.now) end
   if block == nil then
     local v = k.vtime or tonumber(queue_flow(k)[FLOW_VTIME]) or 0
     local start = g.vs or v
