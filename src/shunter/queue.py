@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from . import codec
+from .dedup import Dedup
 from .errors import InvalidInput, JobNotFound
 from .flow import spread_entries
 from .job import Job
@@ -92,7 +93,8 @@ class Queue:
                   priority: int | None = None, max_attempts: int | None = None,
                   backoff: Backoff | None = None, timeout: float | None = None,
                   keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
-                  keep_failed: Retention | int = DEFAULT_KEEP_FAILED) -> Job:
+                  keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
+                  dedup: Dedup | None = None) -> Job:
         """Enqueue one job (one round trip) and return it.
 
         - ``task``: the task's name, or the task itself (a :class:`~shunter.TaskDef` from a
@@ -110,6 +112,11 @@ class Queue:
           with ±50 % jitter).
         - ``timeout``: seconds one attempt may run (default: the task's, else the worker's).
         - ``keep_completed`` / ``keep_failed``: retention (:class:`Retention` or a count).
+        - ``dedup``: a :class:`~shunter.Dedup` (``Dedup.unique(key)``, ``ttl``,
+          ``throttle``, ``debounce``): while its key is held, nothing is created and the
+          holder is returned with ``job.deduplicated = True`` (``job.debounced = True``
+          when a debounce updated it); see docs/dedup.md. With ``job_id`` too, the id is
+          checked first: an existing id returns that job whatever its key.
 
         The returned job has the fields as stored (``created_at`` is server time). Raises
         :class:`~shunter.errors.InvalidInput` (and nothing is written) on bad input, and
@@ -120,7 +127,7 @@ class Queue:
             await self._settings()
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
                           max_attempts=max_attempts, backoff=backoff, timeout=timeout,
-                          keep_completed=keep_completed, keep_failed=keep_failed,
+                          keep_completed=keep_completed, keep_failed=keep_failed, dedup=dedup,
                           max_payload_bytes=self.storage.max_payload_bytes)
         return added_job(self._job, spec, await self.storage.enqueue(spec))
 
@@ -128,7 +135,9 @@ class Queue:
         """Enqueue many jobs in one pipelined round trip; one :class:`Job` per entry, in
         order, as :meth:`add` returns them.
 
-        Each entry is a dict with ``task``, ``data`` and any option of :meth:`add`. Every
+        Each entry is a dict with ``task``, ``data`` and any option of :meth:`add`
+        (``dedup`` too: entries of one call with the same key behave as adds one after
+        the other, so the first takes the key). Every
         entry is validated before anything is sent, so one bad entry raises
         :class:`~shunter.errors.InvalidInput` and writes nothing. A job the server refuses
         on its own (its key holds foreign data) does not stop the others: they are stored,

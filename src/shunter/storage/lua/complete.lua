@@ -22,12 +22,13 @@ local codes = {}
 for i = 8, #ARGV, 3 do
   local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jobkey = k.prefix .. 'job:' .. id
-  local code, f = check_lease(jobkey, token, 'attempts_made', 'worker', 'keep_completed')
+  local code, f = check_lease(jobkey, token, 'attempts_made', 'worker', 'keep_completed',
+    'dedup_key')
   if code == 0 then
-    local attempts, worker, keep = f[3], f[4], f[5]
+    local attempts, worker, keep, dedup = f[3], f[4], f[5], f[6]
     leave_active(k, id)
     -- the successful attempt counts too; written with the rest instead of an HINCRBY
-    finish(k, jobkey, id, 'completed', now, keep or '-1:-1',
+    finish(k, jobkey, id, 'completed', now, keep or '-1:-1', dedup,
       attempt_event('complete', token, attempts, worker), 'settled_token', token,
       'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1), 'result', result)
     code = 1

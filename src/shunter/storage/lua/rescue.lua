@@ -23,11 +23,12 @@ for _, id in ipairs(expired) do
   local jobkey = k.prefix .. 'job:' .. id
   leave_active(k, id)
   local f = read_job(jobkey, 'state', 'token', 'attempts_made', 'worker', 'stalls', 'priority',
-    'place', 'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed')
+    'place', 'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed', 'dedup_key')
   if not f then
     not_a_hash(k, jobkey, id, now)
   elseif f[1] == 'active' then
-    local _, token, attempts, worker, stalls, priority, place, requested, by, reason, keep = unpack(f)
+    local _, token, attempts, worker, stalls, priority, place, requested, by, reason, keep, dedup =
+      unpack(f)
     stalls = (tonumber(stalls) or 0) + 1
     local counted = string.format('%d', stalls)
     local event = attempt_event('rescue', token, attempts, worker)
@@ -38,7 +39,7 @@ for _, id in ipairs(expired) do
     elseif stalls > max_stalls then
       local err = {type = 'Stalled', traceback = '',
         message = 'lease expired ' .. stalls .. ' times (max_stalls=' .. max_stalls .. ')'}
-      finish(k, jobkey, id, 'failed', now, keep or nil, error_event(event, err), 'stalls', counted,
+      finish(k, jobkey, id, 'failed', now, keep or nil, dedup, error_event(event, err), 'stalls', counted,
         'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1),
         'error', cjson.encode(err))
     else
