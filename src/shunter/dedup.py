@@ -1,6 +1,6 @@
 """Dedup modes: one key per logical job, four ways of holding it (``add(..., dedup=...)``).
 
-A :class:`Dedup` value is checked when it is built (and again by ``add``), so a bad key
+A :class:`Dedup` value is checked when it is built (``add`` checks its type), so a bad key
 or period fails before any round trip. The enqueue script does the rest atomically
 (``lua/lib/dedup_hit.lua``): it looks the key up, checks its holder's state, and either
 answers with the holder or creates the job and gives it the key. docs/dedup.md has the

@@ -18,9 +18,10 @@ leave_active(k, id)
 local event = error_event(attempt_event('fail', token, attempts, worker), err)
 keep = keep or '-1:-1'
 if counts == '1' then
-  finish(k, jobkey, id, 'failed', now_ms(), keep, dedup, event, 'settled_token', token, 'error', err,
-    'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1))
+  finish(k, jobkey, id, 'failed', now_ms(), keep, dedup, event, 'settled_token', token,
+    'error', err, 'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1))
 else
-  finish(k, jobkey, id, 'failed', now_ms(), keep, dedup, event, 'settled_token', token, 'error', err)
+  finish(k, jobkey, id, 'failed', now_ms(), keep, dedup, event, 'settled_token', token,
+    'error', err)
 end
 return keep_seq(k, 1)

@@ -39,8 +39,8 @@ for _, id in ipairs(expired) do
     elseif stalls > max_stalls then
       local err = {type = 'Stalled', traceback = '',
         message = 'lease expired ' .. stalls .. ' times (max_stalls=' .. max_stalls .. ')'}
-      finish(k, jobkey, id, 'failed', now, keep or nil, dedup, error_event(event, err), 'stalls', counted,
-        'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1),
+      finish(k, jobkey, id, 'failed', now, keep or nil, dedup, error_event(event, err),
+        'stalls', counted, 'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1),
         'error', cjson.encode(err))
     else
       enter_waiting(k, jobkey, id, priority, place or nil, event, 'stalls', counted)

@@ -3,8 +3,9 @@
 -- `mode` when only it is; foreign data under the job's key has neither). Only if the
 -- key still names this job: a debounce key passes to a new job while its holder runs, and
 -- a replayed job never took its key back. A throttle key is a period, not a holder: it is
--- kept until it expires, unless `all` (obliterate: the queue is going). The add-time check frees a key whose holder is gone or finished
--- anyway; this keeps such keys from lingering in memory.
+-- kept until it expires, unless `all` (obliterate: the queue is going). The add-time check
+-- frees a key whose holder is gone or finished anyway; this keeps such keys from
+-- lingering in memory.
 local function dedup_release(prefix, jobkey, id, key, mode, all)
   if key == nil then
     local f = redis.pcall('HMGET', jobkey, 'dedup_key', 'dedup_mode')
