@@ -54,7 +54,7 @@ def test_demo_runs_the_scenarios_and_leaves_nothing_behind() -> None:
     assert float(summary.group(5)) < 60
     for scenario in ("plan pipeline", "webhooks", "engagement"):
         assert scenario in proc.stdout
-    assert "plan-chloe: attempt failed, retrying" in proc.stdout  # live progress, piped
+    assert "plan-chloe-3: attempt failed, retrying" in proc.stdout  # live progress, piped
     assert "stage 6/6 done: plan ready (100%)" in proc.stdout
     assert "not yet: per-key rate limits" in proc.stdout
     assert "dead letters (replay with `shunter replay`)" in proc.stdout  # the command's name

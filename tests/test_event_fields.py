@@ -14,6 +14,7 @@ import orjson
 import pytest
 import redis.asyncio
 
+from shunter import Dedup
 from shunter.producer import build_spec
 from shunter.states import State
 from shunter.storage import JobSpec, Storage
@@ -48,6 +49,11 @@ FIELDS: dict[tuple[str, str], set[str]] = {
     ("rescue", "failed"): ATTEMPT | ERROR | {"stalls"},
     ("rescue", "cancelled"): ATTEMPT | CANCEL | {"stalls"},
     ("replay", "waiting"): set(),
+    # dedup (docs/dedup.md): an add that found its key held, on the holder, in its state
+    # ('' for a throttle key whose holder is gone); a debounce that updated its holder
+    **{("dedup", state): {"mode", "key"} for state in (*State, "")},
+    ("debounce", "waiting"): {"key"},
+    ("debounce", "scheduled"): {"key"},
     # queue operations: job '' (and state '' except for clean, whose state names the set)
     ("pause", ""): set(),
     ("resume", ""): set(),
@@ -351,11 +357,20 @@ async def test_every_script_that_appends_events_keeps_the_count_in_meta(
     await storage.configure(["max_events", "500"])
     await storage.configure_group("g", ["paused", "1"])
     await storage.enqueue(spec("c"))
+    await storage.enqueue(spec("d1", dedup=Dedup.unique("k")))
+    await storage.enqueue(spec("d2", dedup=Dedup.unique("k")))  # a hit: event dedup
+    await storage.enqueue(spec("e1", dedup=Dedup.debounce("e"), delay=60))
+    await storage.enqueue(spec("e2", dedup=Dedup.debounce("e")))  # scheduled -> waiting
+    await storage.enqueue(spec("e3", dedup=Dedup.debounce("e")))  # stays waiting
     await storage.drain()
     await storage.clean(State.COMPLETED, 0)
     emitting = {name for name, script in SCRIPTS.items() if "emit" in script.helpers}
     assert set(ran) >= emitting
     events = await stream(client, storage)
     assert [int(e["seq"]) for e in events] == list(range(1, len(events) + 1))
-    # the waiting line's sequence is kept the same way: ten times put at the back of a line
-    assert await client.hget(storage.keys.meta, "seq") == b"10"
+    dedup = [e for e in events if e["event"] in ("dedup", "debounce")]
+    assert [(e["event"], e["state"]) for e in dedup] == [
+        ("dedup", "waiting"), ("debounce", "waiting"), ("debounce", "waiting")]
+    assert all(set(e) - COMMON == FIELDS[e["event"], e["state"]] for e in dedup)
+    # the waiting line's sequence is kept the same way: 12 times put at the back of a line
+    assert await client.hget(storage.keys.meta, "seq") == b"12"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from shunter import InvalidInput, JobNotInState, Queue, Rate, RateLimited, State
+from shunter import Dedup, InvalidInput, JobNotInState, Queue, Rate, RateLimited, State
 from shunter.storage import Storage
 
 from .conftest import eventually
@@ -308,3 +308,18 @@ def test_rate_limited_checks_its_arguments() -> None:
     with pytest.raises(InvalidInput):
         RateLimited(1, scope="world")
     assert RateLimited(2.5, scope="queue").scope == "queue"
+
+
+async def test_debounce_moves_a_grouped_holder_between_its_line_and_scheduled(
+        queue: Queue, storage: Storage) -> None:
+    first = await queue.add("t", 1, group="g", dedup=Dedup.debounce("k"))
+    assert (await queue.counts())["waiting"] == 1
+    later = await queue.add("t", 2, group="g", dedup=Dedup.debounce("k"), delay=60)
+    assert later.id == first.id and later.debounced
+    counts = await queue.counts()
+    assert (counts["waiting"], counts["scheduled"]) == (0, 1)  # out of the group's line
+    assert (await storage.claim(5, LEASE, "w")).jobs == []
+    now = await queue.add("t", 3, group="g", dedup=Dedup.debounce("k"))
+    assert now.id == first.id and (await queue.counts())["waiting"] == 1
+    (job,) = (await storage.claim(5, LEASE, "w")).jobs
+    assert (job[b"id"].decode(), job[b"data"], job[b"group"]) == (first.id, b"3", b"g")

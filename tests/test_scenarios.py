@@ -38,14 +38,19 @@ async def test_plan_pipeline(fresh_queue: str, caplog: pytest.LogCaptureFixture)
     report = await plans.run(REDIS_URL, queue=fresh_queue, time_scale=0.001, stage_seconds=0.01)
     assert (report["enqueued"], report["duplicates"], report["processed"], report["retried"],
             report["dead_lettered"]) == (5, 1, 5, 1, 0)
-    assert report["results"]["plan-chloe"]["stages"] == [name for name, _ in plans.STAGES]
+    assert report["results"]["plan-chloe-3"]["stages"] == [name for name, _ in plans.STAGES]
     async with Queue(fresh_queue, REDIS_URL) as queue:
-        chloe = await queue.get_job("plan-chloe")
+        chloe = await queue.get_job("plan-chloe-3")
         assert chloe.attempts_made == 2 and chloe.progress["percent"] == 100  # timed out, then ok
         assert chloe.progress["stage"] == 6 and set(chloe.progress) == {"stage", "name", "message",
                                                                            "percent"}
         assert chloe.error is not None and "<email>" in chloe.error.message
         assert "@example.com" not in chloe.error.message
+        assert await queue.get_job("plan-ana-6") is None  # the second click: ana's plan 1
+        # every plan finished, so each user's key is free: a new request makes a new plan
+        replan = await plans.request_plan(queue, "ana", "ana@example.com", "7")
+        assert (replan.id, replan.deduplicated) == ("plan-ana-7", False)
+        assert (await plans.request_plan(queue, "ana", "ana@example.com", "8")).id == replan.id
     logged = [r.getMessage() for r in caplog.records if r.name == "examples.plan_pipeline"]
     assert logged and all("@" not in line for line in logged)
 

@@ -3,10 +3,13 @@
 What it shows, mapped to the product brief:
 
 - The HTTP handler (:func:`request_plan`) enqueues and returns a job id in milliseconds.
-- One running plan per user: the job id is derived from the user, so a second click while
-  a plan is waiting or running returns the existing job (``job.existing is True``).
-  Today's dedup is by job id in any state, so a user's next plan needs a new request id
-  once the previous one finished (unique-while-active keys come with the dedup feature).
+- One unfinished plan per user: ``Dedup.unique(f"plan:user:{user}")``, so a second click
+  while a plan is waiting, running or between retries returns that plan
+  (``job.deduplicated is True``), and once it finished (completed, failed for good,
+  cancelled) the user's next request makes a new plan at once. The job id is the HTTP
+  request's own id, so a client that re-sends the same request gets the same job back
+  (``job.existing``) even after the plan finished. (It was a job id derived from the user,
+  kept for a day: a user could not ask for a new plan until retention deleted the old one.)
 - Worker concurrency 2; six stages, each reporting ``{stage, name, message, percent}``
   with ``job.update_progress`` — clients poll ``job.progress`` or follow the queue's
   ``progress`` events (what ``shunter demo`` draws as progress bars).
@@ -35,7 +38,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shunter import Backoff, Job, JobFailed, Queue, Retention, Worker
+from shunter import Backoff, Dedup, Job, JobFailed, Queue, Retention, Worker
 
 QUEUE = "plans"
 TASK = "generate_plan"
@@ -88,14 +91,18 @@ def make_worker(redis: str | Redis | None = None, queue: str = QUEUE) -> Worker:
                   shutdown_timeout=600)
 
 
-async def request_plan(plans: Queue, user: str, email: str, *, time_scale: float = 1.0,
-                       stage_seconds: float = 2.0, fail_first_attempt: bool = False) -> Job:
+async def request_plan(plans: Queue, user: str, email: str, request_id: str, *,
+                       time_scale: float = 1.0, stage_seconds: float = 2.0,
+                       fail_first_attempt: bool = False) -> Job:
     """What the HTTP endpoint does: enqueue (one round trip) and answer with the job id.
-    ``time_scale`` shrinks the backoff for demos and tests (0.01 = a hundred times faster)."""
+    ``request_id`` is the request's idempotency key; while the user has an unfinished
+    plan, the answer is that plan instead. ``time_scale`` shrinks the backoff for demos
+    and tests (0.01 = a hundred times faster)."""
     return await plans.add(
         TASK, {"user": user, "email": email, "stage_seconds": stage_seconds,
                "fail_first_attempt": fail_first_attempt},
-        job_id=f"plan-{user}", max_attempts=3,
+        job_id=f"plan-{user}-{request_id}", dedup=Dedup.unique(f"plan:user:{user}"),
+        max_attempts=3,
         backoff=Backoff.schedule([s * time_scale for s in BACKOFF_SECONDS]),
         keep_completed=KEEP_COMPLETED, keep_failed=KEEP_FAILED)
 
@@ -113,14 +120,15 @@ async def run(redis: str | Redis | None = None, *, queue: str = QUEUE, time_scal
     running = asyncio.ensure_future(worker.run(handle_signals=False))
     try:
         jobs, latencies = [], []
-        for user, fail in USERS:
+        for request, (user, fail) in enumerate(USERS, start=1):
             t0 = time.perf_counter()
-            jobs.append(await request_plan(plans, user, f"{user}@example.com",
+            jobs.append(await request_plan(plans, user, f"{user}@example.com", str(request),
                                            time_scale=time_scale, stage_seconds=stage_seconds,
                                            fail_first_attempt=fail))
             latencies.append((time.perf_counter() - t0) * 1000)
-        again = await request_plan(plans, "ana", "ana@example.com", time_scale=time_scale,
-                                   stage_seconds=stage_seconds)
+        # ana clicks again (a new request) while her plan is still waiting or running
+        again = await request_plan(plans, "ana", "ana@example.com", str(len(USERS) + 1),
+                                   time_scale=time_scale, stage_seconds=stage_seconds)
         results: dict[str, Any] = {}
         for job in jobs:
             try:
@@ -134,7 +142,7 @@ async def run(redis: str | Redis | None = None, *, queue: str = QUEUE, time_scal
         await plans.close()
     return {
         "scenario": "plan pipeline", "queue": queue, "enqueued": len(jobs),
-        "duplicates": int(again.existing), "processed": counts["completed"],
+        "duplicates": int(again.deduplicated), "processed": counts["completed"],
         "retried": worker.counters["retried"], "dead_lettered": counts["failed"],
         "max_enqueue_ms": round(max(latencies), 2), "results": results,
         "seconds": round(time.monotonic() - started, 2),

@@ -2,9 +2,10 @@
 
 Public surface::
 
-    from shunter import Tasks, Queue, Worker, Job, Backoff, UnrecoverableError, RetryAfter
+    from shunter import Tasks, Queue, Worker, Job, Backoff, Dedup, UnrecoverableError, RetryAfter
 """
 
+from .dedup import Dedup
 from .errors import (
     BulkAddError,
     DecodeError,
@@ -42,6 +43,7 @@ __all__ = [
     "BulkAddError",
     "Decision",
     "DecodeError",
+    "Dedup",
     "Event",
     "GroupInfo",
     "InvalidInput",

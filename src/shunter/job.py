@@ -76,9 +76,10 @@ class JobSnapshot:
 
     __slots__ = (
         "_token", "attempts_made", "backoff", "cancel_reason", "cancel_requested", "cancelled_at",
-        "cancelled_by", "created_at", "data", "decode_error", "deferrals", "error", "existing",
-        "finished_at", "group", "id", "max_attempts", "priority", "progress", "queue", "result",
-        "scheduled_for", "stalls", "started_at", "state", "task", "throttled", "timeout", "worker",
+        "cancelled_by", "created_at", "data", "debounced", "decode_error", "deduplicated",
+        "deferrals", "error", "existing", "finished_at", "group", "id", "max_attempts", "priority",
+        "progress", "queue", "result", "scheduled_for", "stalls", "started_at", "state", "task",
+        "throttled", "timeout", "worker",
     )
 
     def __init__(self, queue: str, job_id: str) -> None:
@@ -87,6 +88,12 @@ class JobSnapshot:
         self.queue = queue
         #: True when ``add`` found this id already present and returned that job instead.
         self.existing = False
+        #: True when ``add`` found its dedup key held (:class:`~shunter.Dedup`) and returned
+        #: the holder instead (``existing`` is True as well).
+        self.deduplicated = False
+        #: True when that hit was a ``Dedup.debounce`` that replaced the holder's data and
+        #: run time: the returned job is the holder as updated.
+        self.debounced = False
         self.decode_error: str | None = None
         self._clear()
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from . import codec
+from .dedup import Dedup
 from .errors import BulkAddError, InvalidInput
 from .job import JobSnapshot
 from .options import DEFAULT_BACKOFF, DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
@@ -39,7 +40,7 @@ J = TypeVar("J", bound=JobSnapshot)
 
 ADD_OPTIONS = frozenset({
     "job_id", "delay", "run_at", "priority", "max_attempts", "backoff", "timeout",
-    "keep_completed", "keep_failed", "group",
+    "keep_completed", "keep_failed", "group", "dedup",
 })
 
 
@@ -89,10 +90,13 @@ def build_spec(task: str | TaskDef[Any], data: Any = None, *, job_id: str | None
                backoff: Backoff | None = None, timeout: float | None = None,
                keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
                keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
-               group: str | None = None, max_payload_bytes: int) -> JobSpec:
+               group: str | None = None, dedup: Dedup | None = None,
+               max_payload_bytes: int) -> JobSpec:
     """Check every option and encode the job; raises :class:`InvalidInput` on bad input.
     ``task`` is a name or a registered :class:`~shunter.TaskDef`, whose options fill in
     those not given (None)."""
+    if dedup is not None and not isinstance(dedup, Dedup):
+        raise InvalidInput(f"dedup must be a shunter.Dedup (Dedup.unique(key) ...), got {dedup!r}")
     if not isinstance(task, str):
         if not isinstance(task, TaskDef):
             raise InvalidInput(f"task must be a task name or a registered task (shunter.Tasks), "
@@ -122,6 +126,10 @@ def build_spec(task: str | TaskDef[Any], data: Any = None, *, job_id: str | None
         "keep_completed", _keep(keep_completed, "keep_completed"),
         "keep_failed", _keep(keep_failed, "keep_failed"),
     ]
+    if dedup is not None:
+        # right after the fixed pairs: the enqueue script looks for them there (one
+        # comparison per job, see lib/dedup_hit.lua), not by scanning every field
+        fields += dedup.fields()
     if backoff is not None:
         if not isinstance(backoff, Backoff):
             raise InvalidInput(
@@ -174,11 +182,15 @@ def added_job(make: Callable[[str], J], spec: JobSpec, result: Enqueued) -> J:
     as stored. A new job's are known here (the script returns only its server time and due
     time, so the hot path reads nothing back); an existing id's come from the hash the
     script returned."""
-    job = make(spec.job_id)
     if not result.created:
-        job._load(result.fields or {})
+        job = make(result.holder or spec.job_id)
+        if result.fields:  # a throttle key may outlive its holder: only the id is known
+            job._load(result.fields)
         job.existing = True
+        job.deduplicated = result.holder is not None
+        job.debounced = result.debounced
         return job
+    job = make(spec.job_id)
     fields = spec.fields  # build_spec's order: task, data, priority, max_attempts, keep_*
     job.task = str(fields[1])
     job.data = codec.loads(cast(bytes, fields[3]), "data")  # a copy, as a reader gets it

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from . import codec
+from .dedup import Dedup
 from .errors import InvalidInput, JobNotFound
 from .flow import spread_entries
 from .flow.limits import GroupInfo, Rate, concurrency_value, group_pairs, rate_pairs
@@ -162,7 +163,7 @@ class Queue:
                   backoff: Backoff | None = None, timeout: float | None = None,
                   keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
                   keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
-                  group: str | None = None) -> Job:
+                  group: str | None = None, dedup: Dedup | None = None) -> Job:
         """Enqueue one job (one round trip) and return it.
 
         - ``task``: the task's name, or the task itself (a :class:`~shunter.TaskDef` from a
@@ -185,6 +186,11 @@ class Queue:
           served by weighted fair queueing, and the group limits of
           :meth:`configure_groups` and :meth:`configure_group` apply to it (see
           ``docs/groups.md``). None (the default): the job has no group.
+        - ``dedup``: a :class:`~shunter.Dedup` (``Dedup.unique(key)``, ``ttl``,
+          ``throttle``, ``debounce``): while its key is held, nothing is created and the
+          holder is returned with ``job.deduplicated = True`` (``job.debounced = True``
+          when a debounce updated it); see docs/dedup.md. With ``job_id`` too, the id is
+          checked first: an existing id returns that job whatever its key.
 
         The returned job has the fields as stored (``created_at`` is server time). Raises
         :class:`~shunter.errors.InvalidInput` (and nothing is written) on bad input, and
@@ -196,6 +202,7 @@ class Queue:
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
                           max_attempts=max_attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed, group=group,
+                          dedup=dedup,
                           max_payload_bytes=self.storage.max_payload_bytes)
         return added_job(self._job, spec, await self.storage.enqueue(spec))
 
@@ -203,7 +210,9 @@ class Queue:
         """Enqueue many jobs in one pipelined round trip; one :class:`Job` per entry, in
         order, as :meth:`add` returns them.
 
-        Each entry is a dict with ``task``, ``data`` and any option of :meth:`add`. Every
+        Each entry is a dict with ``task``, ``data`` and any option of :meth:`add`
+        (``dedup`` too: entries of one call with the same key behave as adds one after
+        the other, so the first takes the key). Every
         entry is validated before anything is sent, so one bad entry raises
         :class:`~shunter.errors.InvalidInput` and writes nothing. A job the server refuses
         on its own (its key holds foreign data) does not stop the others: they are stored,

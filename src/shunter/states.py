@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "ENQUEUE_EVENTS",
     "FENCED_WRITES",
     "QUEUE_OPERATIONS",
     "TERMINAL_STATES",
@@ -100,3 +101,9 @@ FENCED_WRITES = ("progress", "log")
 #: Operations on a whole queue; each is one script as well.
 QUEUE_OPERATIONS = ("pause", "resume", "drain", "clean", "obliterate", "configure",
                     "configure_group")
+
+#: Events not named after the script that appends them: ``enqueue`` appends ``dedup`` on
+#: the holder of a dedup key when an add finds the key held, and ``debounce`` when a
+#: ``Dedup.debounce`` add replaces its waiting or scheduled holder's data and run time
+#: (which may move it between ``waiting`` and ``scheduled``; docs/dedup.md).
+ENQUEUE_EVENTS = ("dedup", "debounce")

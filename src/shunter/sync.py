@@ -18,6 +18,7 @@ from typing import Any, Literal
 import redis as redis_lib
 
 from . import codec
+from .dedup import Dedup
 from .errors import InvalidInput, JobNotFound
 from .flow import spread_entries
 from .job import JobSnapshot
@@ -156,13 +157,14 @@ class Queue:
             backoff: Backoff | None = None, timeout: float | None = None,
             keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
             keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
-            group: str | None = None) -> Job:
+            group: str | None = None, dedup: Dedup | None = None) -> Job:
         """Enqueue one job; the options, the job returned and the errors are those of
         :meth:`shunter.Queue.add`."""
         self._adopt_settings()
         spec = build_spec(task, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
                           max_attempts=max_attempts, backoff=backoff, timeout=timeout,
                           keep_completed=keep_completed, keep_failed=keep_failed, group=group,
+                          dedup=dedup,
                           max_payload_bytes=self.max_payload_bytes)
         return added_job(self._job, spec, self._storage.enqueue(spec))
 

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import codec
+from .dedup import Dedup
 from .errors import InvalidInput
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .outcome import BackoffFn, Classifier, Handler, Task
@@ -113,7 +114,7 @@ class TaskDef(Generic[R]):
                   backoff: Backoff | None = None, timeout: float | None = None,
                   keep_completed: Retention | int = DEFAULT_KEEP_COMPLETED,
                   keep_failed: Retention | int = DEFAULT_KEEP_FAILED,
-                  group: str | None = None) -> Job:
+                  group: str | None = None, dedup: Dedup | None = None) -> Job:
         """Enqueue a job of this task on its queue and return it; the options are those of
         :meth:`shunter.Queue.add`, defaulting to the task's. Uses the registry's
         connection (:meth:`Tasks.connect`; by default ``$SHUNTER_REDIS_URL``, else the
@@ -121,7 +122,7 @@ class TaskDef(Generic[R]):
         return await self.registry.queue(self.queue).add(
             self, data, job_id=job_id, delay=delay, run_at=run_at, priority=priority,
             max_attempts=max_attempts, backoff=backoff, timeout=timeout,
-            keep_completed=keep_completed, keep_failed=keep_failed, group=group)
+            keep_completed=keep_completed, keep_failed=keep_failed, group=group, dedup=dedup)
 
 
 class Tasks:

@@ -130,6 +130,10 @@ def enqueue(k: QueueKeys, specs: Sequence[JobSpec], maxev: int) -> Script[list[E
             elif code == 0:
                 fields = pairs(entry[1])
                 out.append(Enqueued(False, _state_of(fields), now, None, fields))
+            elif code == 2:  # its dedup key is held (lua/lib/dedup_hit.lua)
+                fields = pairs(entry[3])
+                out.append(Enqueued(False, _state_of(fields), now, None, fields,
+                                    entry[1].decode(), entry[2] == b"debounce"))
             elif code == ErrorCode.PAYLOAD_TOO_LARGE:  # over the queue's stored cap
                 out.append(PayloadTooLarge(
                     f"job {spec.job_id!r}: payload is {int(entry[1]):,} bytes of JSON, over queue "

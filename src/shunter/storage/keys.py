@@ -70,6 +70,11 @@ class QueueKeys:
         """A worker's heartbeat: its JSON description, SET with a PX time-to-live."""
         return f"{self.prefix}worker:{worker_id}"
 
+    def dedup(self, key: str) -> str:
+        """A dedup key (:class:`~shunter.Dedup`): the id of the job holding it, SET with a PX
+        time-to-live for ``ttl`` and ``throttle`` (built in Lua too, lib/dedup_hit.lua)."""
+        return f"{self.prefix}dedup:{key}"
+
     def claim(self, claim_id: str) -> str:
         """The (job, token) pairs one claim handed out, kept for one lease (SET PX) so that
         the same claim re-sent after a lost reply returns the same jobs (built in Lua too)."""

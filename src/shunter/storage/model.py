@@ -85,3 +85,7 @@ class Enqueued:
     now_ms: int  #: server time of the call, unix ms: the ``created_at`` of a job it created
     due_ms: int | None = None  #: when a created ``scheduled`` job is due (unix ms)
     fields: dict[bytes, bytes] | None = None  #: the existing job's whole hash, as stored
+    #: A dedup hit: the id of the job holding the key (``fields`` is its hash, empty for a
+    #: throttle key whose holder is gone); None otherwise.
+    holder: str | None = None
+    debounced: bool = False  #: the hit was a debounce that updated the holder

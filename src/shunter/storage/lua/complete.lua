@@ -23,13 +23,13 @@ for i = 8, #ARGV, 3 do
   local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jobkey = k.prefix .. 'job:' .. id
   local code, f = check_lease(jobkey, token, 'attempts_made', 'worker', 'keep_completed',
-    'group')
+    'group', 'dedup_key')
   if code == 0 then
-    local attempts, worker, keep, group = f[3], f[4], f[5], f[6]
+    local attempts, worker, keep, group, dedup = f[3], f[4], f[5], f[6], f[7]
     leave_active(k, id, group)
     k.group = group
     -- the successful attempt counts too; written with the rest instead of an HINCRBY
-    finish(k, jobkey, id, 'completed', now, keep or '-1:-1',
+    finish(k, jobkey, id, 'completed', now, keep or '-1:-1', dedup,
       attempt_event('complete', token, attempts, worker), 'settled_token', token,
       'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1), 'result', result)
     code = 1

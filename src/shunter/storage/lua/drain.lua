@@ -3,18 +3,21 @@ lines of groups included (the groups keep their limits and counts). Call repeate
 it returns 0.
 KEYS[1] waiting   KEYS[2] scheduled   KEYS[3] events
 ARGV[1] key prefix   ARGV[2] max jobs per call   ARGV[3] max length of the event stream
-Returns the number of jobs deleted.
+Returns the number of jobs deleted. Their dedup keys are released (lib/dedup_release.lua).
 Errors: none
 Events: drain
 ]]
--- include: delete_job, emit, keep_seq
+-- include: delete_job, emit, keep_seq, dedup_release
 local waiting, scheduled = KEYS[1], KEYS[2]
 local k = {events = KEYS[3], prefix = ARGV[1], maxev = ARGV[3]}
 local limit = tonumber(ARGV[2])
 local removed = 0
 for _, index in ipairs({waiting, scheduled}) do
   local ids = redis.call('ZRANGE', index, 0, limit - removed - 1)
-  for _, id in ipairs(ids) do delete_job(k.prefix, id) end
+  for _, id in ipairs(ids) do
+    dedup_release(k.prefix, k.prefix .. 'job:' .. id, id)  -- a deleted holder frees its key
+    delete_job(k.prefix, id)
+  end
   if #ids > 0 then redis.call('ZREM', index, unpack(ids)) end
   removed = removed + #ids
   if removed >= limit then break end

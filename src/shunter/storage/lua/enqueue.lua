@@ -15,14 +15,21 @@ Returns {now, reply, reply, ...}: now is the server time in unix ms (the created
 every job this call created), then one reply per job, in order:
   {1, 'waiting'} or {1, 'scheduled', due_ms}   created
   {0, {field, value, ...}}                     the id existed: its whole hash, unchanged
+  {2, holder id, 'dedup' or 'debounce', {field, value, ...}}
+                                               its dedup key is held (lib/dedup_hit.lua):
+                                               the holder's whole hash (after a debounce
+                                               changed it; empty for a throttle key whose
+                                               holder is gone); nothing created
   {ERR_WRONG_TYPE, type}                       the job key holds a <type>: not added
   {ERR_PAYLOAD_TOO_LARGE, bytes, cap}          its data is over the queue's stored
                                                max_payload_bytes (Queue.configure): not added
 or {ERR_WRONG_TYPE, key, type, expected_type} when a queue key holds foreign data.
+A job with dedup fields (shunter.Dedup: `dedup_key`, `dedup_mode`, `dedup_ms` right after
+the six fixed pairs) takes the key `<prefix>dedup:<key>` when created.
 Errors: WRONG_TYPE, PAYLOAD_TOO_LARGE
-Events: enqueue
+Events: enqueue, dedup, debounce
 ]]
--- include: now_ms, queue_meta, enter_waiting, enter_scheduled, keep_seq, ms_text
+-- include: now_ms, queue_meta, enter_waiting, enter_scheduled, keep_seq, ms_text, dedup_hit
 local k = {waiting = KEYS[1], scheduled = KEYS[2], meta = KEYS[3], events = KEYS[4],
   marker = KEYS[5], prefix = ARGV[1], maxev = ARGV[2]}
 
@@ -57,6 +64,8 @@ while i <= #ARGV do
   local jobkey = k.prefix .. 'job:' .. id
   -- pcall: a key that is not a hash answers WRONGTYPE, which must not end the script
   local existing = redis.pcall('HGET', jobkey, 'state')
+  local due = now + delay
+  if run_at ~= '' then due = tonumber(run_at) end
   local size = 0
   if cap then
     for j = first, last - 1, 2 do
@@ -69,9 +78,9 @@ while i <= #ARGV do
     out[#out + 1] = {ERR_WRONG_TYPE, redis.call('TYPE', jobkey)['ok']}
   elseif existing then
     out[#out + 1] = {0, redis.call('HGETALL', jobkey)}
+  elseif dedup_hit(k, out, id, now, due, first, last) then
+    -- its dedup key's holder answered for it (lib/dedup_hit.lua)
   else
-    local due = now + delay
-    if run_at ~= '' then due = tonumber(run_at) end
     if due > now then
       enter_scheduled(k, jobkey, id, due, {'enqueue'}, 'id', id, 'created_at', created,
         'token', '0', 'attempts_made', '0', 'stalls', '0', 'deferrals', '0',

@@ -5,17 +5,23 @@ KEYS[1] active  KEYS[2] waiting  KEYS[3] scheduled  KEYS[4] completed  KEYS[5] f
 KEYS[6] cancelled  KEYS[7] meta  KEYS[8] events  KEYS[9] marker  KEYS[10] rescue lock
 ARGV[1] key prefix   ARGV[2] max jobs per call   ARGV[3] "1" to force
 Returns the number of jobs deleted by this call (0 when the queue is gone), or QUEUE_BUSY.
+Dedup keys held by deleted jobs are deleted too (a throttle key whose holder was already
+deleted expires by itself).
 Errors: QUEUE_BUSY
 Events: none (the stream itself is deleted)
 ]]
--- include: delete_job
+-- include: delete_job, dedup_release
 local prefix, limit, force = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if force ~= '1' and redis.call('ZCARD', KEYS[1]) > 0 then return ERR_QUEUE_BUSY end
 local removed = 0
 for i = 1, 6 do
   if removed < limit then
     local ids = redis.call('ZRANGE', KEYS[i], 0, limit - removed - 1)
-    for _, id in ipairs(ids) do delete_job(prefix, id) end
+    for _, id in ipairs(ids) do
+      -- a unique key has no time-to-live: left behind, it would outlive the queue
+      dedup_release(prefix, prefix .. 'job:' .. id, id, nil, nil, true)
+      delete_job(prefix, id)
+    end
     if #ids > 0 then redis.call('ZREM', KEYS[i], unpack(ids)) end
     removed = removed + #ids
   end

@@ -24,14 +24,16 @@ for _, id in ipairs(expired) do
   -- read first (a read, so leave_active's ZREM stays the first write): the group whose
   -- slot the job holds
   local f = read_job(jobkey, 'state', 'token', 'attempts_made', 'worker', 'stalls', 'priority',
-    'place', 'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed', 'group')
+    'place', 'cancel_requested', 'cancelled_by', 'cancel_reason', 'keep_failed', 'group',
+    'dedup_key')
   local group = f and f[12]
   leave_active(k, id, group)
   k.group = group
   if not f then
     not_a_hash(k, jobkey, id, now)
   elseif f[1] == 'active' then
-    local _, token, attempts, worker, stalls, priority, place, requested, by, reason, keep = unpack(f)
+    local _, token, attempts, worker, stalls, priority, place, requested, by, reason, keep, _,
+      dedup = unpack(f)
     stalls = (tonumber(stalls) or 0) + 1
     local counted = string.format('%d', stalls)
     local event = attempt_event('rescue', token, attempts, worker)
@@ -42,8 +44,8 @@ for _, id in ipairs(expired) do
     elseif stalls > max_stalls then
       local err = {type = 'Stalled', traceback = '',
         message = 'lease expired ' .. stalls .. ' times (max_stalls=' .. max_stalls .. ')'}
-      finish(k, jobkey, id, 'failed', now, keep or nil, error_event(event, err), 'stalls', counted,
-        'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1),
+      finish(k, jobkey, id, 'failed', now, keep or nil, dedup, error_event(event, err),
+        'stalls', counted, 'attempts_made', string.format('%d', (tonumber(attempts) or 0) + 1),
         'error', cjson.encode(err))
     else
       enter_waiting(k, jobkey, id, priority, place or nil, group, event, 'stalls', counted)

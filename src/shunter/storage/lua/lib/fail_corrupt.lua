@@ -11,5 +11,6 @@ local function fail_corrupt(k, jobkey, id, now, kind, message)
     redis.call('HSET', jobkey, 'id', id, 'task', '')
   end
   local err = {type = kind, message = message, traceback = ''}
-  finish(k, jobkey, id, 'failed', now, '-1:-1', error_event({'fail'}, err), 'error', cjson.encode(err))
+  finish(k, jobkey, id, 'failed', now, '-1:-1', nil, error_event({'fail'}, err),
+    'error', cjson.encode(err))
 end

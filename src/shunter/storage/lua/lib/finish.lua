@@ -1,4 +1,4 @@
--- include: emit, delete_job, trim, ms_text
+-- include: emit, delete_job, trim, ms_text, dedup_release
 -- End a job: state `state` (completed, failed or cancelled), `finished_at` (and, when
 -- cancelled, `cancelled_at`) with the hash fields that follow `event` (one HSET), the
 -- move's event, then its entry in the terminal index under the job's retention rule `keep`
@@ -9,13 +9,18 @@
 -- are when the caller does not declare it (a repair inside claim or promote). A script
 -- that ends a grouped job sets k.group to its group first: the group's hash counts its
 -- jobs by terminal state.
-local function finish(k, jobkey, id, state, now, keep, event, ...)
+-- `dedup` is the job's `dedup_key` (false: it has none; nil: read it here), released when
+-- it still names this job (dedup_release). Callers that read the job anyway pass it, so a
+-- job without dedup costs nothing more here (complete: one more field of its HMGET).
+local function finish(k, jobkey, id, state, now, keep, dedup, event, ...)
   local at = ms_text(now)
   if state == 'cancelled' then
     redis.call('HSET', jobkey, 'state', state, 'finished_at', at, 'cancelled_at', at, ...)
   else
     redis.call('HSET', jobkey, 'state', state, 'finished_at', at, ...)
   end
+  if dedup == nil then dedup = redis.call('HGET', jobkey, 'dedup_key') end
+  if dedup then dedup_release(k.prefix, jobkey, id, dedup) end
   emit(k, event, id, state)
   -- a grouped job (k.group, set by the script for the job it ends) counts in its group
   if k.group and k.group ~= '' then

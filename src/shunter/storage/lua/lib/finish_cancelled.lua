@@ -6,5 +6,5 @@ local function finish_cancelled(k, jobkey, id, now, keep, by, reason, event, ...
   event[#event + 1] = by or ''
   event[#event + 1] = 'reason'
   event[#event + 1] = reason or ''
-  finish(k, jobkey, id, 'cancelled', now, keep or nil, event, ...)
+  finish(k, jobkey, id, 'cancelled', now, keep or nil, nil, event, ...)
 end
