@@ -323,3 +323,26 @@ async def test_debounce_moves_a_grouped_holder_between_its_line_and_scheduled(
     assert now.id == first.id and (await queue.counts())["waiting"] == 1
     (job,) = (await storage.claim(5, LEASE, "w")).jobs
     assert (job[b"id"].decode(), job[b"data"], job[b"group"]) == (first.id, b"3", b"g")
+
+
+async def test_a_group_counts_its_scheduled_jobs(queue: Queue, storage: Storage,
+                                                 client: redis.asyncio.Redis) -> None:
+    later = await queue.add("t", 1, group="g", delay=60)
+    await queue.add("t", 2, group="g", delay=60)
+    soon = await queue.add("t", 3, group="g", delay=0.05)
+    assert (await queue.group("g")).scheduled == 3
+    assert await queue.cancel(later.id)
+    assert (await queue.group("g")).scheduled == 2
+
+    async def promoted() -> bool:
+        await storage.promote()
+        return (await client.hget(storage.keys.job(soon.id), "state")) == b"waiting"
+
+    await eventually(promoted, message="the short delay passed")
+    info = await queue.group("g")
+    assert (info.scheduled, info.waiting) == (1, 1)
+    (job,) = (await storage.claim(5, LEASE, "w")).jobs
+    await storage.retry(job[b"id"].decode(), int(job[b"token"]), 60_000, b'{"type": "E"}')
+    assert (await queue.group("g")).scheduled == 2  # a retry's backoff is scheduled too
+    assert await queue.drain() == 2
+    assert (await queue.group("g")).scheduled == 0

@@ -144,6 +144,7 @@ class GroupInfo:
 
     name: str
     waiting: int  #: jobs in its line now
+    scheduled: int  #: jobs scheduled for later (a delay, a run time, a retry's backoff)
     active: int  #: jobs running now (its concurrency slots in use)
     completed: int  #: jobs that completed, since the group was first seen
     failed: int  #: jobs that failed for good

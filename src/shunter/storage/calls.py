@@ -326,7 +326,7 @@ def configure_group(k: QueueKeys, maxev: int, group: str, pairs: Sequence[Arg]) 
 
 #: What group_info reads of a group's hash, in order.
 _GROUP_FIELDS = ("paused", "concurrency", "rate", "weight", "until", "completed", "failed",
-                 "cancelled")
+                 "cancelled", "scheduled")
 
 
 def group_info(k: QueueKeys, group: str) -> Commands[GroupInfo]:
@@ -340,8 +340,8 @@ def group_info(k: QueueKeys, group: str) -> Commands[GroupInfo]:
     ]
 
     def parse(replies: list[Any]) -> GroupInfo:
-        (paused, conc, rate, weight, _until, completed, failed, cancelled), defaults, waiting, \
-            active, wake_at = replies
+        (paused, conc, rate, weight, _until, completed, failed, cancelled, scheduled), defaults, \
+            waiting, active, wake_at = replies
         concurrency = int(conc) if conc is not None else (
             int(defaults[0]) if defaults[0] is not None else None)
         limit = Rate.decode(rate) if rate is not None else Rate.decode(defaults[1])
@@ -354,9 +354,9 @@ def group_info(k: QueueKeys, group: str) -> Commands[GroupInfo]:
             state, next_ms = "blocked", int(float(wake_at))
         elif concurrency and int(active) >= concurrency:
             state = "full"
-        return GroupInfo(group, int(waiting), int(active), int(completed or 0), int(failed or 0),
-                         int(cancelled or 0), bool(paused), concurrency or None, limit,
-                         float(weight) if weight else 1.0, state, next_ms)
+        return GroupInfo(group, int(waiting), int(scheduled or 0), int(active), int(completed or 0),
+                         int(failed or 0), int(cancelled or 0), bool(paused), concurrency or None,
+                         limit, float(weight) if weight else 1.0, state, next_ms)
 
     return Commands(commands, parse)
 

@@ -8,7 +8,7 @@ negative ErrorCode (finished jobs cannot be cancelled).
 Errors: JOB_NOT_FOUND, NOT_IN_STATE
 Events: cancel
 ]]
--- include: emit, finish_cancelled, now_ms, keep_seq
+-- include: emit, finish_cancelled, now_ms, keep_seq, leave_scheduled
 local k = {waiting = KEYS[1], scheduled = KEYS[2], cancelled = KEYS[3], events = KEYS[4],
   prefix = ARGV[1], maxev = ARGV[5]}
 local id, by, reason = ARGV[2], ARGV[3], ARGV[4]
@@ -25,7 +25,7 @@ if state == 'active' then
   return keep_seq(k, 2)
 end
 redis.call('ZREM', k.waiting, id)
-redis.call('ZREM', k.scheduled, id)
+leave_scheduled(k, id, state == 'scheduled' and group)
 if group then
   -- out of its group's line (the group may stay in the ring with an empty line: the next
   -- claim that pops it drops it) and counted in its group

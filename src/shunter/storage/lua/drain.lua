@@ -15,7 +15,14 @@ local removed = 0
 for _, index in ipairs({waiting, scheduled}) do
   local ids = redis.call('ZRANGE', index, 0, limit - removed - 1)
   for _, id in ipairs(ids) do
-    dedup_release(k.prefix, k.prefix .. 'job:' .. id, id)  -- a deleted holder frees its key
+    local jobkey = k.prefix .. 'job:' .. id
+    dedup_release(k.prefix, jobkey, id)  -- a deleted holder frees its key
+    if index == scheduled then
+      local group = redis.pcall('HGET', jobkey, 'group')
+      if type(group) == 'string' then
+        redis.call('HINCRBY', k.prefix .. 'gh:' .. group, 'scheduled', -1)
+      end
+    end
     delete_job(k.prefix, id)
   end
   if #ids > 0 then redis.call('ZREM', index, unpack(ids)) end
@@ -31,7 +38,10 @@ while removed < limit do
   for _, group in ipairs(names) do
     local line = k.prefix .. 'gw:' .. group
     local ids = redis.call('ZRANGE', line, 0, limit - removed - 1)
-    for _, id in ipairs(ids) do delete_job(k.prefix, id) end
+    for _, id in ipairs(ids) do
+      dedup_release(k.prefix, k.prefix .. 'job:' .. id, id)
+      delete_job(k.prefix, id)
+    end
     if #ids > 0 then redis.call('ZREM', line, unpack(ids)) end
     removed, gone = removed + #ids, gone + #ids
     if removed >= limit then break end

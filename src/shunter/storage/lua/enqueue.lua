@@ -82,7 +82,7 @@ while i <= #ARGV do
     -- its dedup key's holder answered for it (lib/dedup_hit.lua)
   else
     if due > now then
-      enter_scheduled(k, jobkey, id, due, {'enqueue'}, 'id', id, 'created_at', created,
+      enter_scheduled(k, jobkey, id, due, group, {'enqueue'}, 'id', id, 'created_at', created,
         'token', '0', 'attempts_made', '0', 'stalls', '0', 'deferrals', '0',
         unpack(ARGV, first, last))
       out[#out + 1] = {1, 'scheduled', due}

@@ -33,7 +33,7 @@ end
 event[#event + 1] = 'delay_ms'
 event[#event + 1] = delay
 if delay > 0 then
-  enter_scheduled(k, jobkey, id, now_ms() + delay, event, unpack(set))
+  enter_scheduled(k, jobkey, id, now_ms() + delay, group, event, unpack(set))
 else
   enter_waiting(k, jobkey, id, priority, nil, group, event, unpack(set))
 end

@@ -1,4 +1,4 @@
--- include: emit, enter_waiting, enter_scheduled
+-- include: emit, enter_waiting, enter_scheduled, leave_scheduled
 -- Dedup at enqueue (shunter.Dedup, docs/dedup.md). One call per job of an enqueue, after
 -- the id check: false when the job is to be created (it then holds its key, if it has
 -- one), true when the key's holder answered for this add, with its reply appended to
@@ -43,9 +43,9 @@ local function dedup_hit(k, out, id, now, due, first, last)
         elseif state == 'waiting' then
           redis.call('ZREM', k.waiting, holder)
         end
-        enter_scheduled(k, holderkey, holder, due, event, 'data', data)
+        enter_scheduled(k, holderkey, holder, due, h[4], event, 'data', data)
       elseif state == 'scheduled' then
-        redis.call('ZREM', k.scheduled, holder)
+        leave_scheduled(k, holder, h[4])
         redis.call('HDEL', holderkey, 'scheduled_for')  -- as promote does
         enter_waiting(k, holderkey, holder, h[3], nil, h[4], event, 'data', data)
       else  -- waiting and due now: it keeps its place in line
