@@ -346,3 +346,15 @@ async def test_a_group_counts_its_scheduled_jobs(queue: Queue, storage: Storage,
     assert (await queue.group("g")).scheduled == 2  # a retry's backoff is scheduled too
     assert await queue.drain() == 2
     assert (await queue.group("g")).scheduled == 0
+
+
+async def test_a_full_group_runs_again_after_its_default_limit_is_removed(
+        queue: Queue, storage: Storage) -> None:
+    # found by the docs review: the group was left in neither the ring nor the wake-ups
+    await queue.configure_groups(concurrency=1)
+    for n in range(3):
+        await queue.add("t", n, group="g")
+    (job,) = (await storage.claim(5, LEASE, "w")).jobs
+    await queue.configure_groups(concurrency=0)
+    await storage.complete(job[b"id"].decode(), int(job[b"token"]), b"1")
+    assert sorted(int(j[b"data"]) for j in (await storage.claim(5, LEASE, "w")).jobs) == [1, 2]

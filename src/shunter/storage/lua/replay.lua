@@ -20,5 +20,5 @@ redis.call('ZREM', k.cancelled, id)
 redis.call('HDEL', jobkey, 'cancel_requested', 'cancelled_at', 'cancelled_by', 'cancel_reason',
   'finished_at', 'result', 'scheduled_for')
 enter_waiting(k, jobkey, id, job[2], nil, job[3], {'replay'}, 'attempts_made', '0', 'stalls', '0',
-  'deferrals', '0')
+  'deferrals', '0', 'throttled', '0')
 return keep_seq(k, 1)

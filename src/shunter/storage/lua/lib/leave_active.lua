@@ -1,4 +1,4 @@
--- include: queue_meta, wake, group_state, group_place
+-- include: queue_meta, wake, group_place
 -- Take a job out of the active index: the first step, and the FIRST WRITE, of every script
 -- that ends an attempt (complete, retry, fail, abort, release, rescue).
 --
@@ -18,14 +18,16 @@
 -- active, and so has the job's `group` (its active set <prefix>ga:<group>, which this
 -- SREM leaves: a stale attempt cannot free a slot twice, since only the attempt that
 -- holds the lease gets here, and a second SREM finds nothing). Idle workers are woken to
--- take the slot; a group that was full is placed again (group_place). Every way out of
--- active passes here, rescue of a dead worker's job included, so no slot is ever held by a
--- job that is not active, and nothing needs repair after a kill -9.
+-- take the slot; a group with waiting jobs that is out of the ring (it was full, or its
+-- limits changed while it was) is placed again (group_place: one ZSCORE for a group that
+-- is in the ring already). Every way out of active passes here, rescue of a dead worker's
+-- job included, so no slot is ever held by a job that is not active, and nothing needs
+-- repair after a kill -9.
 local function leave_active(k, id, group)
   redis.call('ZREM', k.active, id)
   if queue_meta(k)[META_CONCURRENCY] then wake(k) end
-  if group and group ~= '' and redis.call('SREM', k.prefix .. 'ga:' .. group, id) == 1 then
-    local g = group_state(k, group)
-    if g.conc then group_place(k, group, g) end
+  if group and group ~= '' and redis.call('SREM', k.prefix .. 'ga:' .. group, id) == 1
+      and not redis.call('ZSCORE', k.prefix .. 'gring', group) then
+    group_place(k, group)
   end
 end
