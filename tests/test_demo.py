@@ -56,7 +56,10 @@ def test_demo_runs_the_scenarios_and_leaves_nothing_behind() -> None:
         assert scenario in proc.stdout
     assert "plan-chloe-3: attempt failed, retrying" in proc.stdout  # live progress, piped
     assert "stage 6/6 done: plan ready (100%)" in proc.stdout
-    assert "not yet: per-key rate limits" in proc.stdout
+    assert "not yet" not in proc.stdout
+    limit = re.search(r"at most 3 engagements per post per hour \(group rate limit 3/(\S+)s at "
+                      r"this speed\): busiest hour of a post had (\d) starts", proc.stdout)
+    assert limit and 1 <= int(limit.group(2)) <= 3, proc.stdout
     assert "dead letters (replay with `shunter replay`)" in proc.stdout  # the command's name
     assert f"server pid {pid} stopped" in proc.stdout
     assert not server._alive(pid) and not data.exists()

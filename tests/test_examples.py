@@ -29,6 +29,7 @@ EXPECTED = {
     "queue_limits.py": r"summary: completed=20 most_at_once=2",
     "spread.py": r"summary: liked=12 ",
     "dedup.py": r"summary: exports=4 refreshes=1 searched=\['shunter'\]",
+    "groups.py": r"summary: completed=89 most_at_once_in_a_limited_group=2 throttled=1",
     "task_registry.py": r"summary: completed=16 failed=0",
     "process_pool.py": r"summary: completed=2 failed=1 processes started=\d ended=1",
     "fastapi_app.py": r"summary: accepted=202 final=completed last_event=completed not_found=404",

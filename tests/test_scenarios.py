@@ -3,9 +3,7 @@ unique queues of the test server (deleted afterwards)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
-import random
 import uuid
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -92,11 +90,12 @@ async def test_engagement(fresh_queue: str) -> None:
     assert (report["enqueued"], report["duplicates"]) == (12, 12)
     assert (report["processed"], report["retried"], report["dead_lettered"]) == (10, 2, 2)
     assert report["rejected"] == "comment of member 8 is 300 characters; the limit is 280"
-    assert report["stats"] == {"pending": 0, "scheduled": 0, "executed": 10, "failed": 2}
-    assert sum(report["stats_at_start"].values()) == 12
+    assert report["stats"] == {"post:1": {"pending": 0, "scheduled": 0, "executed": 10, "failed": 2}}
+    assert sum(report["stats_at_start"]["post:1"].values()) == 12
+    assert report["busiest_hour"] <= 3
     async with Queue(fresh_queue, REDIS_URL) as queue:
         auth = await queue.get_job("post-1.like.6")  # auth: stop at once, a human must look
-        assert auth.state == "failed" and auth.attempts_made == 1
+        assert auth.state == "failed" and auth.attempts_made == 1 and auth.group == "post:1"
         limited = await queue.get_job("post-1.like.2")  # rate limited: deferred, not an attempt
         assert limited.state == "completed" and limited.deferrals == 1
         assert limited.attempts_made == 1  # only the successful attempt counts
@@ -104,17 +103,57 @@ async def test_engagement(fresh_queue: str) -> None:
         assert network.state == "completed" and network.attempts_made == 2
 
 
-def test_engagement_stagger_is_linear_with_bounded_jitter() -> None:
+async def test_engagement_at_most_three_per_post_per_hour(fresh_queue: str) -> None:
+    """The seed scenario end to end, an hour scaled to one second: three posts, three
+    workers of concurrency 5, every post's group limited to Rate(3, per=1.0)."""
     engagement = scenario("engagement")
-    start, end, jitter = engagement.LIKE_WINDOW
-    no_jitter = (start, end, 0.0)
-    rng = random.Random(1)
-    plain = [engagement.stagger(i, 11, no_jitter, rng) for i in range(11)]
-    assert plain[0] == start and plain[-1] == end
-    assert all(b - a == pytest.approx((end - start) / 10) for a, b in itertools.pairwise(plain))
-    jittered = [engagement.stagger(i, 11, engagement.LIKE_WINDOW, rng) for i in range(11)]
-    for base, value in zip(plain, jittered, strict=True):
-        assert base * (1 - jitter) <= value <= base * (1 + jitter)
-    assert jittered != plain
+    hour = 1.0
+    report = await engagement.run(REDIS_URL, queue=fresh_queue, time_scale=hour / 3600,
+                                  posts=3, workers=3)
+    assert (report["enqueued"], report["duplicates"]) == (36, 36)
+    assert report["rate_per_post"] == "3/1s"
+    # every engagement ran: post-1 has the scripted errors, the others none
+    assert report["stats"] == {
+        "post:1": {"pending": 0, "scheduled": 0, "executed": 10, "failed": 2},
+        "post:2": {"pending": 0, "scheduled": 0, "executed": 12, "failed": 0},
+        "post:3": {"pending": 0, "scheduled": 0, "executed": 12, "failed": 0},
+    }
+    assert all(sum(s.values()) == 12 for s in report["stats_at_start"].values())
+    for name, group in report["groups"].items():  # the engine's own totals per group agree
+        stats = report["stats"][name]
+        assert (group["completed"], group["failed"], group["waiting"], group["active"]) == (
+            stats["executed"], stats["failed"], 0, 0)
+        assert group["rate"] == "3/1s"
+    # never more than 3 starts of one post within an hour, whoever the member and worker:
+    # the 4th start after any start comes a full hour later (server times, ms)
+    starts = report["starts"]
+    assert sorted(starts) == ["post:1", "post:2", "post:3"]
+    assert len(starts["post:1"]) == 14  # 12 jobs, a network retry and a deferral
+    assert len(starts["post:2"]) == len(starts["post:3"]) == 12
+    for group, at in starts.items():
+        gaps = [later - first for first, later in zip(at, at[3:], strict=False)]
+        assert min(gaps) >= hour - 0.002, (group, gaps)
+        assert engagement.busiest_window(at, hour) == 3
+    assert report["busiest_hour"] == 3
+    # likes spread over 5-30 min, in member order; comments over 1-6 h (server times)
+    due = report["scheduled_for"]
+    for post in ("post-1", "post-2", "post-3"):
+        likes = [due[f"{post}.like.{m}"] for m in range(9)]
+        assert likes == sorted(likes)
+        assert likes[0] >= 300 / 3600 - 0.01 and likes[-1] <= 1800 / 3600 + 0.01
+        for member in (0, 3, 5):
+            assert 1.0 - 0.01 <= due[f"{post}.comment.{member}"] <= 6.0 + 0.01
+
+
+def test_engagement_plan_validates_and_groups_by_post() -> None:
+    engagement = scenario("engagement")
+    plans = engagement.plan_engagements("post-17", 3, {1: "nice"})
+    assert [e["job_id"] for e in plans["like"]] == ["post-17.like.0", "post-17.like.1",
+                                                   "post-17.like.2"]
+    assert [e["job_id"] for e in plans["comment"]] == ["post-17.comment.1"]
+    assert {e["group"] for e in plans["like"] + plans["comment"]} == {"post:17"}
+    assert all("delay" not in e and "run_at" not in e for e in plans["like"])  # add_spread sets them
     with pytest.raises(ValueError, match="limit is 280"):
         engagement.plan_engagements("p", 3, {1: "y" * 281})
+    assert engagement.busiest_window([0.0, 0.5, 0.9, 1.0, 1.5], 1.0) == 3
+    assert engagement.busiest_window([0.0, 0.5, 0.9, 0.95], 1.0) == 4

@@ -1,5 +1,5 @@
-"""The ``shunter`` command line: run workers, enqueue and inspect jobs, operate queues,
-manage the embedded server, and run the demo. ``main`` is the console-script entry point.
+"""The ``shunter`` command line: run workers, enqueue and inspect jobs, operate queues and
+their groups, manage the embedded server, and run the demo. ``main`` is the console-script entry point.
 
 Every command accepts ``--redis URL``; without it, ``$SHUNTER_REDIS_URL``, else the
 embedded server. Failures print one line on stderr and exit with a code from
@@ -16,6 +16,7 @@ import click
 from .. import __version__
 from .common import ExitCode, report_error
 from .demo_cmd import demo
+from .groups import groups
 from .jobs import COMMANDS as JOB_COMMANDS
 from .server_cmd import server
 from .status import status
@@ -36,7 +37,7 @@ def cli() -> None:
     """
 
 
-for command in (*JOB_COMMANDS, status, worker, server, demo):
+for command in (*JOB_COMMANDS, groups, status, worker, server, demo):
     cli.add_command(command)
 
 

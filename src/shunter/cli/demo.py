@@ -189,7 +189,9 @@ def _summary(console: Console, reports: list[dict[str, Any]], seconds: float) ->
         f"webhooks: retry schedule 5 s … 1 h compressed to {hooks['schedule']} s; dead letters "
         f"(replay with `shunter replay`): {', '.join(hooks['dead_letter_ids'])}",
         f"engagement: per-post stats {engage['stats']}; rejected: {engage['rejected']}",
-        "not yet: per-key rate limits (3 engagements per post per hour) come in a later issue",
+        f"engagement: at most 3 engagements per post per hour (group rate limit "
+        f"{engage['rate_per_post']} at this speed): busiest hour of a post had "
+        f"{engage['busiest_hour']} starts",
     ]
     for note in notes:
         console.print(note, markup=False)

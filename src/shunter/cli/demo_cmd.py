@@ -15,7 +15,8 @@ __all__ = ["demo"]
 @redis_option
 def demo(speed: float, redis_url: str | None) -> int:
     """Run scenarios 1-3 of the product brief (plan pipeline with live progress, webhooks
-    with retries and dead letters, staggered engagement jobs) on an owned embedded server
+    with retries and dead letters, staggered engagement jobs limited to 3 per post per
+    hour) on an owned embedded server
     that stops when the demo ends. Takes about 15 seconds.
 
     With --redis URL it runs on that server instead, on fresh queues it deletes afterwards.
