@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,19 +213,17 @@ async def test_group_and_queue_limits_hold_across_worker_processes(
 
 # -- no polling -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[RedisServer]:
-    srv = RedisServer()
-    srv.start()
-    yield srv
-    srv.cleanup()
-
-
-async def test_a_worker_waits_for_rate_blocked_groups_instead_of_polling(own_server: RedisServer) -> None:
+async def test_a_worker_waits_for_rate_blocked_groups_instead_of_polling() -> None:
     """Three groups at Rate(1, per=3) with a second job each: once the first three ran,
     every group is blocked for ~3 s. The claim's reply says when the first one can start
     again, and the worker sleeps until then: over 2 s of that, a handful of script calls
-    and blocking pops at most (maintenance runs every lease / 2 = 15 s here)."""
+    and blocking pops at most (maintenance runs every lease / 2 = 15 s here). A server of
+    its own, so that INFO counts this worker's commands alone."""
+    with RedisServer() as server:
+        await _no_polling(server)
+
+
+async def _no_polling(own_server: RedisServer) -> None:
     queue = Queue(f"gpoll-{uuid.uuid4().hex[:8]}", own_server.url)
     client = redis.asyncio.Redis.from_url(own_server.url)
     try:
