@@ -159,7 +159,7 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> list[int | None]:
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    codes = []
+    codes: list[int | None] = []
     for proc in procs:
         try:
             codes.append(proc.wait(20))
