@@ -84,6 +84,14 @@ async def test_ratelimited_parks_its_group_and_the_others_run_on(
     others = [await queue.add("nap", {"ms": 60}, group="other") for _ in range(20)]
     start_worker({"throttled": HANDLERS[mode], "nap": nap}, concurrency=2,
                  **({"processes": 1} if mode == "process" else {}))
+
+    async def parked() -> bool:
+        return bool(await events(queue.storage, first.id, "ratelimited"))
+
+    await eventually(parked, 30, message="the first job raised RateLimited")
+    # more work for the other group while api is parked (a process pool's first job may
+    # come after the first 20 ran: its child takes a while to start)
+    others += [await queue.add("nap", {"ms": 10}, group="other") for _ in range(5)]
     done = await settled(queue, first.id, timeout=30)
     assert done.state is State.COMPLETED, done.error
     assert (done.attempts_made, done.throttled) == (1, 1), "a throttle uses no attempt"
