@@ -118,12 +118,15 @@ async def group_kill(root: Path, p: Profile) -> list[Report]:
         held: list[tuple[str, int, float]] = []  # (job, token, kill time) of killed attempts
         while (await queue.counts())["waiting"] > 0 and time.monotonic() - started < 600:
             await asyncio.sleep(p.group_kill_every)  # pacing of the kills, not a wait
-            busy = {pid for *_, pid in in_flight(env, "groups")}
+            # one read of the ledger (it grows: a read takes a while, and the attempts seen
+            # running may end before the kill; the checks below allow for that)
+            flights = in_flight(env, "groups")
+            busy = {pid for *_, pid in flights}
             victims = [w for w in fleet.alive() if w.pid in busy]
             if not victims:
                 continue
             victim = rng.choice(victims)
-            running = [(job, tok) for job, tok, pid in in_flight(env, "groups") if pid == victim.pid]
+            running = [(job, tok) for job, tok, pid in flights if pid == victim.pid]
             kills[victim.pid] = when = fleet.kill(victim, signal.SIGKILL)
             held += [(job, tok, when) for job, tok in running]
             await asyncio.to_thread(fleet.spawn, 1, False)
