@@ -57,6 +57,10 @@ class Profile:
     net_rounds: int  #: rounds of resets, stalls and partitions
     reply_drops: int  #: claim replies and complete replies lost
     restart_long_jobs: int  #: jobs in flight at each crash of the long-handler restart
+    group_jobs: int  #: jobs of the group-limits kill scenario
+    group_count: int  #: groups they are spread over
+    group_workers: int
+    group_kill_every: float  #: seconds between two SIGKILLs of a worker holding group slots
 
 
 SHORT = Profile(
@@ -69,6 +73,7 @@ SHORT = Profile(
     retry_jobs=600, retry_backoff=2.0,
     model_examples=150, model_steps=40,
     net_jobs=1500, net_rounds=1, reply_drops=3, restart_long_jobs=8,
+    group_jobs=400, group_count=5, group_workers=3, group_kill_every=1.0,
 )
 
 FULL = Profile(
@@ -81,6 +86,7 @@ FULL = Profile(
     retry_jobs=10_000, retry_backoff=4.0,
     model_examples=1500, model_steps=60,
     net_jobs=8_000, net_rounds=3, reply_drops=20, restart_long_jobs=24,
+    group_jobs=6_000, group_count=12, group_workers=4, group_kill_every=2.0,
 )
 
 

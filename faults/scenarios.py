@@ -371,6 +371,7 @@ async def sigstop_control(root: Path, p: Profile) -> list[Report]:
 
 def _registry() -> list[Scenario]:
     from .model import model_scenario
+    from .scenarios_groups import group_kill
     from .scenarios_net import network, network_replies
     from .scenarios_server import (
         oom,
@@ -398,6 +399,7 @@ def _registry() -> list[Scenario]:
         Scenario("network", network),
         Scenario("network-replies", network_replies),
         Scenario("model", model_scenario),
+        Scenario("group-kill", group_kill),
     ]
 
 

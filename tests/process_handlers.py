@@ -105,3 +105,24 @@ def snapshot(job: Any) -> dict[str, Any]:
     return {"id": job.id, "queue": job.queue, "task": job.task, "attempt": job.attempt,
             "max_attempts": job.max_attempts, "data": job.data, "token": job.token,
             "cancelled": job.cancelled}
+
+
+def throttled_once(job: Any) -> dict[str, Any]:
+    """Raises RateLimited (seconds and scope from the job's data) the first time it runs,
+    told by a Redis key (``job.data["flag"]``, SET NX), not by ``job.throttled``; returns
+    the ``job.throttled`` and ``job.group`` it saw the next time (None: the job has no
+    such attribute) (tests/test_group_workers.py)."""
+    import redis
+
+    from shunter import RateLimited
+
+    with redis.Redis.from_url(os.environ["SHUNTER_TEST_REDIS_URL"]) as client:
+        first = client.set(job.data["flag"], 1, nx=True, ex=600)
+    if first:
+        raise RateLimited(job.data["park"], scope=job.data.get("scope", "group"))
+    return {"throttled": getattr(job, "throttled", None), "group": getattr(job, "group", None)}
+
+
+def nap(job: Any) -> str:
+    time.sleep(job.data.get("ms", 0) / 1000)
+    return "napped"
