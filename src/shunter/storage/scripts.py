@@ -42,7 +42,7 @@ Arg = str | bytes | int | float
 CLAIM_FIELDS: tuple[bytes, ...] = (
     b"id", b"task", b"data", b"state", b"token", b"priority", b"attempts_made", b"max_attempts",
     b"stalls", b"deferrals", b"timeout_ms", b"backoff", b"created_at", b"started_at", b"progress",
-    b"cancel_requested", b"group",
+    b"cancel_requested", b"group", b"throttled",
 )
 
 _INCLUDE = "-- include:"

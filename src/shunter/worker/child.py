@@ -129,6 +129,8 @@ class ProcessJob:
     max_attempts: int
     stalls: int
     deferrals: int
+    throttled: int
+    group: str | None
     timeout: float | None
     backoff: Backoff | None
     created_at: datetime | None

@@ -55,6 +55,7 @@ local function claim_groups(k, c, count)
           started = started + 1
           redis.call('SADD', p .. 'ga:' .. group, id)
           if g.interval then
+            -- group_block allowed this start, so gcra allows one: it moves tat on
             local _, base = gcra(g.tat, c.now, g.interval, g.burst, 1)
             g.tat = base + g.interval
             redis.call('HSET', gh, 'tat', num_text(g.tat))
