@@ -5,7 +5,6 @@ Public surface::
     from shunter import Tasks, Queue, Worker, Job, Backoff, Dedup, UnrecoverableError, RetryAfter
 """
 
-from .dedup import Dedup
 from .errors import (
     BulkAddError,
     DecodeError,
@@ -26,6 +25,7 @@ from .errors import (
     WrongKeyType,
 )
 from .events import Event, QueueEvents
+from .flow.dedup import Dedup
 from .flow.limits import GroupInfo, Rate
 from .job import Job, JobError, JobFailed
 from .options import Backoff, Retention

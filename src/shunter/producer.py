@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from . import codec
-from .dedup import Dedup
 from .errors import BulkAddError, InvalidInput
+from .flow.dedup import Dedup
 from .job import JobSnapshot
 from .options import DEFAULT_BACKOFF, DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .storage import DEFAULT_MAX_PAYLOAD, Enqueued, JobSpec

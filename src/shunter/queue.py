@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from . import codec
-from .dedup import Dedup
 from .errors import InvalidInput, JobNotFound
 from .flow import spread_entries
+from .flow.dedup import Dedup
 from .flow.limits import GroupInfo, Rate, concurrency_value, group_pairs, rate_pairs
 from .job import Job
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention

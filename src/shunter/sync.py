@@ -18,9 +18,9 @@ from typing import Any, Literal
 import redis as redis_lib
 
 from . import codec
-from .dedup import Dedup
 from .errors import InvalidInput, JobNotFound
 from .flow import spread_entries
+from .flow.dedup import Dedup
 from .job import JobSnapshot
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .producer import added_job, added_jobs, build_spec, spec_from_mapping

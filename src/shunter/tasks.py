@@ -26,8 +26,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import codec
-from .dedup import Dedup
 from .errors import InvalidInput
+from .flow.dedup import Dedup
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .outcome import BackoffFn, Classifier, Handler, Task
 

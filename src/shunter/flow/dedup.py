@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 __all__ = ["MAX_DEDUP_KEY_BYTES", "MAX_DEDUP_SECONDS", "Dedup", "DedupMode"]
 
