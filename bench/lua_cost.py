@@ -85,14 +85,19 @@ class Server:
         self.proc.wait(60)
 
 
-async def workloads(url: str, n: int, server: Server, keep: str) -> dict[str, Any]:
-    client = redis.asyncio.Redis.from_url(url)
-    for _ in range(600):
+async def wait_up(client: redis.asyncio.Redis, tries: int = 600) -> None:
+    """Until the server answers (valgrind makes its start slow): 0.2 s between tries."""
+    for _ in range(tries):
         try:
             await client.ping()
-            break
+            return
         except Exception:
             await asyncio.sleep(0.2)
+
+
+async def workloads(url: str, n: int, server: Server, keep: str) -> dict[str, Any]:
+    client = redis.asyncio.Redis.from_url(url)
+    await wait_up(client)
     results: dict[str, Any] = {}
 
     async def measure(name: str, jobs: int, body: Any) -> None:
