@@ -132,8 +132,11 @@ load), `redis-restart-long` (Redis down for less, then more, than the lease whil
 slot runs a handler longer than the outage), `oom`, `poison-pills`, `retry-storm`,
 `network` (resets, a stall and a partition longer than the lease, for workers and the
 producer, each behind its own proxy), `network-replies` (the reply of a `claim` or of a
-`complete` lost after the script ran: no lease may run out, no job run twice) and `model`
-(a Hypothesis state machine on the storage layer). Control variants must be caught, or
+`complete` lost after the script ran: no lease may run out, no job run twice), `model`
+(a Hypothesis state machine on the storage layer) and `group-kill` (issue 11: SIGKILL of
+workers holding group slots under a per-group concurrency limit; the slots come back
+within lease + rescue interval + 1 s, sampled active sets and the handlers' overlaps never
+exceed the limit, and no slot or line is left when the queue drains). Control variants must be caught, or
 the suite fails: `blocked-loop-control` (renewal forced onto the event loop),
 `sigstop-control` (attempts keyed by job id, the bug of issue 8) and
 `retry-storm-control` (retries without jitter).
