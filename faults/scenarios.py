@@ -75,14 +75,16 @@ async def kill_storm(root: Path, p: Profile) -> list[Report]:
         kills: dict[int, float] = {}
         while not produce.done() or (await queue.counts())["waiting"] > 0:
             await asyncio.sleep(p.storm_kill_every)  # pacing of the storm, not a wait
-            live = fleet.alive()
-            if live:
-                # prefer a worker with handlers running: a kill of an idle worker orphans
-                # nothing, and a short storm could then end without a single orphan
-                busy = env.led.recent_pids("storm")
-                victim = rng.choice([w for w in live if w.pid in busy] or live)
+            # only a worker that started handlers lately: a kill of an idle one orphans
+            # nothing (a replacement still starting up, on a loaded machine), and a short
+            # storm could then end without a single orphan (seen once in CI); no busy
+            # worker this round: the next round tries again
+            busy = env.led.recent_pids("storm")
+            candidates = [w for w in fleet.alive() if w.pid in busy]
+            if candidates:
+                victim = rng.choice(candidates)
                 kills[victim.pid] = fleet.kill(victim, signal.SIGKILL)
-            await asyncio.to_thread(fleet.spawn, 1, False)
+                await asyncio.to_thread(fleet.spawn, 1, False)
             if time.monotonic() - started > 3600:
                 break
         await produce
