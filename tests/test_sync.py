@@ -528,3 +528,16 @@ def test_close_closes_every_connection(queue_name: str, rclient: redis.Redis) ->
     user.close()
     wait_until(lambda: _connections(rclient, name) == 0)
     asyncio.run(_obliterate(queue_name))
+
+
+
+def test_pause_resume_and_read_a_group(sq: shunter_sync.Queue) -> None:
+    sq.add("t", 1, group="tenant:1")
+    sq.add("t", 2, group="tenant:1")
+    sq.pause_group("tenant:1")
+    info = sq.group("tenant:1")
+    assert (info.waiting, info.paused, info.state) == (2, True, "paused")
+    sq.resume_group("tenant:1")
+    assert sq.group("tenant:1").state == "ready"
+    with pytest.raises(InvalidInput):
+        sq.pause_group("has space")

@@ -21,6 +21,7 @@ from . import codec
 from .errors import InvalidInput, JobNotFound
 from .flow import spread_entries
 from .flow.dedup import Dedup
+from .flow.limits import GroupInfo
 from .job import JobSnapshot
 from .options import DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED, Backoff, Retention
 from .producer import added_job, added_jobs, build_spec, spec_from_mapping
@@ -94,7 +95,8 @@ class Job(JobSnapshot):
 class Queue:
     """Blocking twin of :class:`shunter.Queue` for producers and scripts: ``add``,
     ``add_bulk``, ``get_job``, ``wait``, ``counts``, ``job_ids``, ``cancel``, ``replay``,
-    ``pause``, ``resume``, ``settings``. ``redis`` is a URL, a blocking ``redis.Redis``
+    ``pause``, ``resume``, ``pause_group``, ``resume_group``, ``group``, ``settings``.
+    ``redis`` is a URL, a blocking ``redis.Redis``
     client (used as is, not closed by us), or None for the same default as
     :class:`shunter.Queue`. ``close()`` (or leaving a ``with`` block) closes every
     connection the queue opened."""
@@ -224,3 +226,16 @@ class Queue:
     def resume(self) -> None:
         """As :meth:`shunter.Queue.resume`."""
         self._storage.resume()
+
+    def pause_group(self, group: str) -> None:
+        """As :meth:`shunter.Queue.pause_group`: no job of ``group`` is claimed until
+        :meth:`resume_group` (its running jobs finish; new ones still join its line)."""
+        self._storage.configure_group(codec.validate_group(group), ["paused", "1"])
+
+    def resume_group(self, group: str) -> None:
+        """As :meth:`shunter.Queue.resume_group`."""
+        self._storage.configure_group(codec.validate_group(group), ["paused", ""])
+
+    def group(self, group: str) -> GroupInfo:
+        """As :meth:`shunter.Queue.group`: the group's counts, limits and state."""
+        return self._storage.group_info(codec.validate_group(group))

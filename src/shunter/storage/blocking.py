@@ -10,11 +10,12 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError
 
+from ..flow.limits import GroupInfo
 from ..states import State
 from . import calls
 from .keys import QueueKeys
 from .model import DEFAULT_MAX_EVENTS, Counts, Enqueued, JobSpec
-from .scripts import SCRIPTS
+from .scripts import SCRIPTS, Arg
 
 __all__ = ["BlockingStorage"]
 
@@ -89,6 +90,13 @@ class BlockingStorage:
 
     def counts(self) -> Counts:
         return self.pipeline(calls.counts(self.keys))
+
+    def configure_group(self, group: str, pairs: Sequence[Arg]) -> None:
+        """As :meth:`Storage.configure_group`."""
+        self.run(calls.configure_group(self.keys, self.max_events, group, pairs))
+
+    def group_info(self, group: str) -> GroupInfo:
+        return self.pipeline(calls.group_info(self.keys, group))
 
     def load_settings(self) -> calls.Settings:
         """The queue's stored caps (see :meth:`Storage.load_settings`); adopts max_events."""
