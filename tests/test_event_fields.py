@@ -338,7 +338,11 @@ async def test_every_script_that_appends_events_keeps_the_count_in_meta(
     await storage.replay("a")
     token = await claim(storage)
     await storage.ratelimited("a", token, 1, "queue")  # parked 1 ms, back in line
-    token = await claim(storage)
+
+    async def unparked() -> list[dict[bytes, bytes]]:
+        return (await storage.claim(1, LEASE, "w-1")).jobs  # nothing (no event) while parked
+
+    token = int((await eventually(unparked, message="the 1 ms park ended"))[0][b"token"])
     await storage.cancel("a", "bob", "stop")
     await storage.abort("a", token)
     await storage.replay("a")
