@@ -138,7 +138,7 @@ class Queue:
             codec.validate_group(after)
         int_in(count, "count", 1, 1000)
         names = await self.storage.group_names(after, count)
-        return [await self.storage.group_info(name) for name in names]
+        return await self.storage.group_infos(names) if names else []
 
     async def settings(self) -> dict[str, Any]:
         """The queue's stored caps (``None`` where it stores none: each client's own apply)."""

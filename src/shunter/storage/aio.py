@@ -264,7 +264,12 @@ class Storage:
         await self.run(calls.configure_group(self.keys, self.max_events, group, pairs))
 
     async def group_info(self, group: str) -> GroupInfo:
-        return await self.pipeline(calls.group_info(self.keys, group))
+        (info,) = await self.group_infos([group])
+        return info
+
+    async def group_infos(self, groups: Sequence[str]) -> list[GroupInfo]:
+        """Several groups in one round trip."""
+        return await self.pipeline(calls.group_infos(self.keys, groups))
 
     async def group_names(self, after: str = "", count: int = 100) -> list[str]:
         return await self.pipeline(calls.group_names(self.keys, after, count))

@@ -96,7 +96,8 @@ class BlockingStorage:
         self.run(calls.configure_group(self.keys, self.max_events, group, pairs))
 
     def group_info(self, group: str) -> GroupInfo:
-        return self.pipeline(calls.group_info(self.keys, group))
+        (info,) = self.pipeline(calls.group_infos(self.keys, [group]))
+        return info
 
     def load_settings(self) -> calls.Settings:
         """The queue's stored caps (see :meth:`Storage.load_settings`); adopts max_events."""

@@ -329,36 +329,41 @@ _GROUP_FIELDS = ("paused", "concurrency", "rate", "weight", "until", "completed"
                  "cancelled", "scheduled")
 
 
-def group_info(k: QueueKeys, group: str) -> Commands[GroupInfo]:
-    """One group's counts, limits and state (see :class:`~shunter.flow.limits.GroupInfo`)."""
-    commands: list[tuple[Arg, ...]] = [
-        ("HMGET", k.group(group), *_GROUP_FIELDS),
-        ("HMGET", k.meta, "group_concurrency", "group_rate"),
-        ("ZCARD", k.group_waiting(group)),
-        ("SCARD", k.group_active(group)),
-        ("ZSCORE", k.group_wakes, group),
-    ]
+def _group(group: str, replies: Sequence[Any]) -> GroupInfo:
+    """A group from its five replies (see :func:`group_infos`)."""
+    (paused, conc, rate, weight, _until, completed, failed, cancelled, scheduled), defaults, \
+        waiting, active, wake_at = replies
+    concurrency = int(conc) if conc is not None else (
+        int(defaults[0]) if defaults[0] is not None else None)
+    limit = Rate.decode(rate) if rate is not None else Rate.decode(defaults[1])
+    state, next_ms = "ready", None
+    if int(waiting) == 0:
+        state = "idle"
+    elif paused:
+        state = "paused"
+    elif wake_at is not None:
+        state, next_ms = "blocked", int(float(wake_at))
+    elif concurrency and int(active) >= concurrency:
+        state = "full"
+    return GroupInfo(group, int(waiting), int(scheduled or 0), int(active), int(completed or 0),
+                     int(failed or 0), int(cancelled or 0), bool(paused), concurrency or None,
+                     limit, float(weight) if weight else 1.0, state, next_ms)
 
-    def parse(replies: list[Any]) -> GroupInfo:
-        (paused, conc, rate, weight, _until, completed, failed, cancelled, scheduled), defaults, \
-            waiting, active, wake_at = replies
-        concurrency = int(conc) if conc is not None else (
-            int(defaults[0]) if defaults[0] is not None else None)
-        limit = Rate.decode(rate) if rate is not None else Rate.decode(defaults[1])
-        state, next_ms = "ready", None
-        if int(waiting) == 0:
-            state = "idle"
-        elif paused:
-            state = "paused"
-        elif wake_at is not None:
-            state, next_ms = "blocked", int(float(wake_at))
-        elif concurrency and int(active) >= concurrency:
-            state = "full"
-        return GroupInfo(group, int(waiting), int(scheduled or 0), int(active), int(completed or 0),
-                         int(failed or 0), int(cancelled or 0), bool(paused), concurrency or None,
-                         limit, float(weight) if weight else 1.0, state, next_ms)
 
-    return Commands(commands, parse)
+def group_infos(k: QueueKeys, groups: Sequence[str]) -> Commands[list[GroupInfo]]:
+    """Groups' counts, limits and state (see :class:`~shunter.flow.limits.GroupInfo`), all
+    in one pipeline: five commands per group."""
+    commands: list[tuple[Arg, ...]] = []
+    for group in groups:
+        commands += [
+            ("HMGET", k.group(group), *_GROUP_FIELDS),
+            ("HMGET", k.meta, "group_concurrency", "group_rate"),
+            ("ZCARD", k.group_waiting(group)),
+            ("SCARD", k.group_active(group)),
+            ("ZSCORE", k.group_wakes, group),
+        ]
+    return Commands(commands, lambda replies: [
+        _group(group, replies[5 * i:5 * i + 5]) for i, group in enumerate(groups)])
 
 
 def group_names(k: QueueKeys, after: str, count: int) -> Commands[list[str]]:

@@ -16,11 +16,13 @@ for _, index in ipairs({waiting, scheduled}) do
   local ids = redis.call('ZRANGE', index, 0, limit - removed - 1)
   for _, id in ipairs(ids) do
     local jobkey = k.prefix .. 'job:' .. id
-    dedup_release(k.prefix, jobkey, id)  -- a deleted holder frees its key
-    if index == scheduled then
-      local group = redis.pcall('HGET', jobkey, 'group')
-      if type(group) == 'string' then
-        redis.call('HINCRBY', k.prefix .. 'gh:' .. group, 'scheduled', -1)
+    -- one read for both: a deleted holder frees its dedup key, a grouped scheduled job
+    -- leaves its group's count (foreign data under the key has neither)
+    local f = redis.pcall('HMGET', jobkey, 'dedup_key', 'dedup_mode', 'group')
+    if not f.err then
+      if f[1] then dedup_release(k.prefix, jobkey, id, f[1], f[2]) end
+      if f[3] and index == scheduled then
+        redis.call('HINCRBY', k.prefix .. 'gh:' .. f[3], 'scheduled', -1)
       end
     end
     delete_job(k.prefix, id)
